@@ -1,0 +1,1 @@
+"""PyTorch backend for tl (transformers + torch). Importing this package does not import torch."""

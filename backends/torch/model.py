@@ -1,0 +1,123 @@
+"""Building, loading, running and saving BertForSequenceClassification with transformers."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tl.batching import Batch
+from tl.checkpoint import check_checkpoint_dir, classifier_config, read_config
+from tl.errors import UsageError
+from tl.interfaces import HeadSpec, Model
+from tl.tokenization import Tokenizer
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class TorchModel(Model):
+    backend = "torch"
+
+    def __init__(self, module, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> None:
+        self.module = module.to(device())
+        self.head = head
+        self.tokenizer = tokenizer
+        self.info = info
+        self.precision = "fp32"
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=device().type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def logits(self, batches: Iterable[Batch]) -> np.ndarray:
+        self.module.eval()
+        outs = []
+        dev = device()
+        with torch.inference_mode(), self.autocast():
+            for b in batches:
+                out = self.module(**to_inputs(b, dev)).logits
+                outs.append(out.float().cpu().numpy())
+        if not outs:
+            return np.zeros((0, self.head.num_labels), dtype=np.float32)
+        return np.concatenate(outs)
+
+    def save_weights(self, directory: Path) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.module.save_pretrained(directory, safe_serialization=True)
+
+
+def to_inputs(b: Batch, dev: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "input_ids": torch.from_numpy(b.input_ids).long().to(dev, non_blocking=True),
+        "attention_mask": torch.from_numpy(b.attention_mask).long().to(dev, non_blocking=True),
+        "token_type_ids": torch.from_numpy(b.token_type_ids).long().to(dev, non_blocking=True),
+    }
+
+
+def _hf_config(checkpoint: Path, head: HeadSpec):
+    from transformers import BertConfig
+
+    base = read_config(checkpoint)
+    return BertConfig(**classifier_config(base, head))
+
+
+def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int, info: dict) -> TorchModel:
+    from transformers import BertForSequenceClassification
+
+    check_checkpoint_dir(checkpoint)
+    config = _hf_config(checkpoint, head)
+    torch.manual_seed(seed)  # the fresh head (and scratch weights) are seeded
+    if init == "scratch":
+        module = BertForSequenceClassification(config)
+    else:
+        module = _from_pretrained(BertForSequenceClassification, checkpoint, config, head_is_new=True)
+    return TorchModel(module, head, tokenizer, info)
+
+
+def load(directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> TorchModel:
+    from transformers import BertForSequenceClassification
+
+    config = _hf_config(directory, head)
+    module = _from_pretrained(BertForSequenceClassification, directory, config, head_is_new=False)
+    return TorchModel(module, head, tokenizer, info)
+
+
+def _from_pretrained(cls, directory: Path, config, head_is_new: bool):
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # the "newly initialized classifier" notice is expected
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module, loading = cls.from_pretrained(
+                str(directory), config=config, use_safetensors=True, output_loading_info=True,
+                trust_remote_code=False,
+            )
+    except UsageError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot load weights from {directory}: {first}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    missing = [k for k in loading.get("missing_keys", []) if not (head_is_new and k.startswith("classifier."))]
+    if missing:
+        raise UsageError(
+            f"{directory}/model.safetensors lacks {len(missing)} BERT weights (e.g. {missing[0]}); "
+            "is it a BERT checkpoint?"
+        )
+    mismatched = loading.get("mismatched_keys", [])
+    if mismatched:
+        raise UsageError(f"{directory}: weights with unexpected shapes: {mismatched[:3]}")
+    return module

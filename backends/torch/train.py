@@ -1,0 +1,83 @@
+"""The torch training loop: AdamW, linear warm-up then linear decay, bf16 autocast, clipping."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+
+from tl.batching import Batch
+from tl.config import TrainSettings
+from tl.interfaces import TrainCallbacks
+from tl_torch.model import TorchModel, device, to_inputs
+
+MAX_GRAD_NORM = 1.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def optimizer_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (the BERT recipe)."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
+          settings: TrainSettings, callbacks: TrainCallbacks) -> None:
+    set_threads(settings.threads)
+    seed_everything(settings.seed)
+    model.precision = settings.precision
+    module = model.module
+    dev = device()
+    total = steps_per_epoch * settings.epochs
+    warmup = int(settings.warmup_ratio * total)
+    optimizer = torch.optim.AdamW(optimizer_groups(module, settings.weight_decay), lr=settings.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, warmup))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    step = 0
+    for epoch in range(settings.epochs):
+        module.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        n_batches = 0
+        for batch in train_batches(epoch):
+            inputs = to_inputs(batch, dev)
+            labels = torch.from_numpy(batch.labels).to(dev, non_blocking=True)
+            with model.autocast():
+                logits = module(**inputs).logits
+            loss = loss_fn(logits.float(), labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = loss.detach()
+            loss_sum += loss_value
+            n_batches += 1
+            step += 1
+            callbacks.on_step(step, float(loss_value), len(batch))
+        module.eval()
+        callbacks.on_epoch_end(epoch, float(loss_sum) / max(1, n_batches))

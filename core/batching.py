@@ -1,0 +1,89 @@
+"""Dynamic padding and length-grouped batching, shared by every backend (numpy in, numpy out)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Sort within windows of this many batches, so batches hold similar lengths but stay random.
+GROUP_WINDOW = 50
+
+
+@dataclass
+class Batch:
+    input_ids: np.ndarray  # int32 [B, L]
+    attention_mask: np.ndarray  # int32 [B, L]
+    token_type_ids: np.ndarray  # int32 [B, L]
+    labels: np.ndarray | None  # int64 [B]
+    index: np.ndarray  # int64 [B]: row positions in the encoded dataset
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class Encoded:
+    """A tokenized dataset: ragged ids per row and integer label ids."""
+
+    ids: list[np.ndarray]
+    type_ids: list[np.ndarray]
+    labels: np.ndarray | None
+    pad_id: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+    def collate(self, rows: Sequence[int], pad_to_multiple_of: int = 8) -> Batch:
+        rows = np.asarray(rows, dtype=np.int64)
+        longest = max(len(self.ids[i]) for i in rows)
+        width = -(-longest // pad_to_multiple_of) * pad_to_multiple_of if pad_to_multiple_of else longest
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int32)
+        types = np.zeros((len(rows), width), dtype=np.int32)
+        mask = np.zeros((len(rows), width), dtype=np.int32)
+        for j, i in enumerate(rows):
+            n = len(self.ids[i])
+            ids[j, :n] = self.ids[i]
+            types[j, :n] = self.type_ids[i]
+            mask[j, :n] = 1
+        labels = None if self.labels is None else self.labels[rows].astype(np.int64)
+        return Batch(ids, mask, types, labels, rows)
+
+
+def train_order(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, group_by_length: bool = True
+) -> list[np.ndarray]:
+    """Row indices per batch for one epoch: shuffled, then sorted by length inside windows of
+    ``GROUP_WINDOW`` batches (less padding), then the batches shuffled. Deterministic in (seed, epoch)."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lengths))
+    if group_by_length:
+        window = batch_size * GROUP_WINDOW
+        chunks = [perm[i : i + window] for i in range(0, len(perm), window)]
+        perm = np.concatenate([c[np.argsort(-lengths[c], kind="stable")] for c in chunks])
+    batches = [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
+    if group_by_length:
+        order = rng.permutation(len(batches))
+        batches = [batches[i] for i in order]
+    return batches
+
+
+def eval_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches sorted by length (longest first, so memory peaks at once); callers restore order
+    with ``Batch.index``."""
+    perm = np.argsort(-lengths, kind="stable")
+    return [perm[i : i + batch_size] for i in range(0, len(perm), batch_size)]
+
+
+def iter_batches(encoded: Encoded, order: list[np.ndarray]) -> Iterator[Batch]:
+    for rows in order:
+        yield encoded.collate(rows)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-n // batch_size)

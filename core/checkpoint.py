@@ -1,0 +1,114 @@
+"""Hugging Face BERT checkpoint directories, read and written without a framework.
+
+The saved-model format of every backend is the one ``transformers`` writes for
+``BertForSequenceClassification``: ``config.json`` (with ``id2label``/``label2id``), ``model.safetensors``
+(encoder keys prefixed ``bert.``, head keys ``classifier.*``), tokenizer files, plus ``tl.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tl.errors import UsageError
+from tl.interfaces import HeadSpec
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+META_NAME = "tl.json"
+PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack")
+
+
+def check_checkpoint_dir(directory: str | Path) -> Path:
+    """A directory with config.json and model.safetensors, or a one-line reason why not."""
+    d = Path(directory)
+    if not d.exists():
+        raise UsageError(f"checkpoint directory {d} not found")
+    if not d.is_dir():
+        raise UsageError(f"{d} is not a directory; --model takes a checkpoint directory, an alias or a hub id")
+    if not (d / CONFIG_NAME).is_file():
+        raise UsageError(f"{d} is not a Hugging Face checkpoint: {CONFIG_NAME} is missing")
+    if not (d / WEIGHTS_NAME).is_file():
+        pickled = [n for n in PICKLE_WEIGHTS if (d / n).exists()]
+        extra = (
+            f" (found {', '.join(pickled)}: pickle-based weights are not loaded; convert them to safetensors)"
+            if pickled else ""
+        )
+        raise UsageError(f"{d} has no {WEIGHTS_NAME}{extra}")
+    return d
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path} is not a JSON object")
+    model_type = config.get("model_type")
+    if model_type != "bert":
+        raise UsageError(f"{path}: model_type is {model_type!r}; tl supports BERT-architecture checkpoints ('bert')")
+    return config
+
+
+def classifier_config(base: dict[str, Any], head: HeadSpec) -> dict[str, Any]:
+    """config.json of a sequence classifier built on ``base`` (a BERT config)."""
+    config = {k: v for k, v in base.items() if k not in ("_name_or_path", "architectures", "id2label", "label2id")}
+    config["architectures"] = ["BertForSequenceClassification"]
+    config["id2label"] = {str(i): label for i, label in enumerate(head.labels)}
+    config["label2id"] = {label: i for i, label in enumerate(head.labels)}
+    config["problem_type"] = "single_label_classification"
+    return config
+
+
+def load_state(directory: str | Path) -> dict[str, np.ndarray]:
+    """Weights as numpy arrays with the ``bert.`` prefix removed from encoder keys."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = Path(directory) / WEIGHTS_NAME
+    try:
+        raw = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UsageError(f"{path} is corrupted or truncated ({exc}); re-download or re-save the model") from None
+    state = {}
+    for key, value in raw.items():
+        state[key[len("bert."):] if key.startswith("bert.") else key] = value
+    return state
+
+
+def save_state(state: dict[str, np.ndarray], directory: str | Path) -> None:
+    """Write ``state`` (encoder keys without prefix, head keys ``classifier.*``) as transformers does."""
+    from safetensors.numpy import save_file
+
+    out = {}
+    for key, value in state.items():
+        name = key if key.startswith("classifier.") else f"bert.{key}"
+        out[name] = np.ascontiguousarray(value)
+    save_file(out, str(Path(directory) / WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """tl.json of a saved model, or a one-line reason why it is not a tl model."""
+    d = Path(directory)
+    path = d / META_NAME
+    if not path.is_file():
+        if (d / "model" / META_NAME).is_file():
+            raise UsageError(f"{d} is a run directory; pass --model {d / 'model'}")
+        raise UsageError(f"{d} is not a model saved by tl ({META_NAME} is missing)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        labels = tuple(str(x) for x in meta["labels"])
+        meta["labels"] = labels
+        meta.setdefault("head", "sequence_classification")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    return meta

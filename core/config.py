@@ -1,0 +1,145 @@
+"""Run configuration: one dataclass, resolved CLI option > recipe file > task default > tl default."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tl.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRECISIONS = ("auto", "fp32", "bf16")
+INITS = ("pretrained", "scratch")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run. ``None`` means "not set here"; see ``resolve``."""
+
+    task: str | None = None
+    backend: str | None = None
+    model: str | None = None
+    dataset: str | None = None
+    eval_dataset: str | None = None
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup_ratio: float | None = None
+    max_length: int | None = None
+    seed: int | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    precision: str | None = None
+    init: str | None = None
+    threads: int | None = None
+    output: str | None = None
+
+
+#: tl's own defaults, below the task's.
+DEFAULTS: dict[str, Any] = {
+    "task": "sentiment",
+    "backend": "torch",
+    "text_column": "text",
+    "label_column": "label",
+    "epochs": 3,
+    "batch_size": 32,
+    "lr": 5e-5,
+    "weight_decay": 0.01,
+    "warmup_ratio": 0.1,
+    "max_length": 128,
+    "seed": 0,
+    "precision": "auto",
+    "init": "pretrained",
+}
+
+FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a TOML recipe. Keys may use dashes or underscores; unknown keys are an error."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"recipe {p} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read recipe {p}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"recipe {p} is not valid TOML: {exc}") from None
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_NAMES:
+            raise UsageError(f"recipe {p}: unknown key {key!r}; valid keys: {', '.join(FIELD_NAMES)}")
+        out[name] = value
+    return out
+
+
+def resolve(cli: dict[str, Any], recipe: dict[str, Any], task_defaults: dict[str, Any]) -> RunConfig:
+    """Merge the layers; CLI options that are ``None`` were not given."""
+    merged: dict[str, Any] = {}
+    for name in FIELD_NAMES:
+        for layer in (cli, recipe, task_defaults, DEFAULTS):
+            if layer.get(name) is not None:
+                merged[name] = layer[name]
+                break
+    config = RunConfig(**merged)
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    def positive(name: str, allow_zero: bool = False) -> None:
+        value = getattr(config, name)
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{name.replace('_', '-')} must be a number, got {value!r}")
+        if value < 0 or (value == 0 and not allow_zero):
+            raise UsageError(f"{name.replace('_', '-')} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+    for name in ("epochs", "batch_size", "lr", "max_length", "max_train_samples", "max_eval_samples", "threads"):
+        positive(name)
+    for name in ("weight_decay", "warmup_ratio", "seed"):
+        positive(name, allow_zero=True)
+    for name in ("epochs", "batch_size", "max_length", "seed", "max_train_samples", "max_eval_samples", "threads"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, int):
+            raise UsageError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
+    if config.warmup_ratio is not None and config.warmup_ratio > 1:
+        raise UsageError(f"warmup-ratio must be between 0 and 1, got {config.warmup_ratio}")
+    if config.max_length is not None and config.max_length < 8:
+        raise UsageError(f"max-length must be at least 8, got {config.max_length}")
+    if config.precision is not None and config.precision not in PRECISIONS:
+        raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    if config.init is not None and config.init not in INITS:
+        raise UsageError(f"init must be one of {', '.join(INITS)}, got {config.init!r}")
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """What a backend's training loop needs, fully resolved."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_ratio: float
+    seed: int
+    precision: str  # "fp32" | "bf16" after resolution
+    threads: int | None = None

@@ -1,0 +1,175 @@
+"""Loading labelled text from local files and splitting it.
+
+Supported: CSV (``.csv``), TSV (``.tsv``/``.tab``), JSON Lines (``.jsonl``/``.ndjson``), Parquet
+(``.parquet``/``.pq``), each optionally compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst`` where pandas reads it).
+Labels may be strings or integers; they are kept as strings and shown to users as written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tl.errors import DataError
+
+#: Share of a single dataset held out for evaluation. The split is a hash of the text, so it is
+#: fixed (it does not move with --seed), identical duplicates land on the same side, and it does
+#: not depend on row order.
+EVAL_FRACTION = 0.2
+
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Parallel lists of raw texts (optionally pairs) and string labels."""
+
+    texts: list[str]
+    labels: list[str]
+    pairs: list[str] | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def take(self, indices: Sequence[int]) -> Examples:
+        return Examples(
+            [self.texts[i] for i in indices],
+            [self.labels[i] for i in indices],
+            None if self.pairs is None else [self.pairs[i] for i in indices],
+            self.source,
+        )
+
+    def head(self, n: int | None) -> Examples:
+        return self if n is None or n >= len(self) else self.take(range(n))
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: Examples
+    eval: Examples
+    #: How the eval split was made, recorded in config.json.
+    split: str = ""
+
+
+def file_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSIONS:
+        suffixes = suffixes[:-1]
+    fmt = _FORMATS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise DataError(
+            f"{path}: unknown file type; use .csv, .tsv, .jsonl or .parquet (optionally .gz/.bz2/.xz)"
+        )
+    return fmt
+
+
+def read_table(path: str | Path):  # -> pandas.DataFrame
+    """Read a local data file into a DataFrame of strings, with errors a user can act on."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data file {p} not found")
+    if p.is_dir():
+        raise DataError(f"{p} is a directory; pass a .csv, .tsv, .jsonl or .parquet file")
+    fmt = file_format(p)
+    try:
+        if fmt == "csv":
+            df = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        elif fmt == "tsv":
+            df = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        elif fmt == "jsonl":
+            df = pd.read_json(p, lines=True, dtype=False, encoding="utf-8-sig")
+        else:
+            df = pd.read_parquet(p)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{p} is empty") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{p} is not valid UTF-8 (byte {exc.start}); re-save it as UTF-8") from None
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read {p} as {fmt}: {first}") from None
+    except ImportError as exc:
+        raise DataError(f"cannot read {p}: {exc}") from None
+    header = [str(c) for c in df.columns]
+    if fmt in ("csv", "tsv"):  # pandas renames a repeated "text" to "text.1": look at the raw header
+        header = pd.read_csv(p, sep="\t" if fmt == "tsv" else ",", header=None, nrows=1, dtype=str,
+                             keep_default_na=False, encoding="utf-8-sig").iloc[0].tolist()
+    dup = sorted({c for c in header if header.count(c) > 1})
+    if dup:
+        raise DataError(f"{p}: duplicate column names: {', '.join(dup)}; rename them so each is unique")
+    return df
+
+
+def load_examples(
+    path: str | Path, text_column: str, label_column: str, text_pair_column: str | None = None
+) -> Examples:
+    """Load (text, label) rows from a local file. Rows with an empty text or label are an error
+    naming the row, so no example is silently dropped."""
+    p = Path(path)
+    df = read_table(p)
+    if len(df) == 0:
+        raise DataError(f"{p} has a header but no rows")
+    columns = [str(c) for c in df.columns]
+    for option, column in (("--text-column", text_column), ("--label-column", label_column),
+                           ("--text-pair-column", text_pair_column)):
+        if column is not None and column not in columns:
+            raise DataError(
+                f"column {column!r} not found in {p.name}; columns are: {', '.join(columns)}. Pass {option}."
+            )
+    texts = _string_column(df, text_column, p, what="text")
+    labels = _string_column(df, label_column, p, what="label")
+    pairs = _string_column(df, text_pair_column, p, what="text") if text_pair_column else None
+    return Examples(texts, labels, pairs, source=str(p))
+
+
+def _string_column(df, column: str, path: Path, what: str) -> list[str]:
+    values = df[column].tolist()
+    out = []
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and v != v):
+            s = ""
+        elif isinstance(v, float) and v.is_integer() and what == "label":
+            s = str(int(v))
+        else:
+            s = str(v)
+        s = s.strip() if what == "label" else s
+        if not s.strip():
+            # rows are 1-based as a spreadsheet shows them, counting the header as row 1
+            raise DataError(f"{path.name} row {i + 2}: empty {what} in column {column!r}; fix or remove the row")
+        out.append(s)
+    return out
+
+
+def is_eval_row(text: str, fraction: float = EVAL_FRACTION) -> bool:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def hash_split(examples: Examples, fraction: float = EVAL_FRACTION) -> Splits:
+    """Hold out ``fraction`` of the rows by a hash of their text (fixed across seeds)."""
+    train_idx, eval_idx = [], []
+    for i, text in enumerate(examples.texts):
+        key = text if examples.pairs is None else text + "\x1f" + examples.pairs[i]
+        (eval_idx if is_eval_row(key, fraction) else train_idx).append(i)
+    if not train_idx or not eval_idx:
+        raise DataError(
+            f"{examples.source} has too few rows ({len(examples)}) to hold out {fraction:.0%} for evaluation; "
+            "pass --eval-dataset"
+        )
+    return Splits(
+        examples.take(train_idx), examples.take(eval_idx), split=f"sha256(text) held-out {fraction:.0%}"
+    )

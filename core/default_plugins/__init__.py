@@ -1,0 +1,1 @@
+"""Default features of tl, written as ordinary plugins."""

