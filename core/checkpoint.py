@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from tl.errors import UsageError
 from tl.interfaces import HeadSpec
 
@@ -39,6 +38,30 @@ def check_checkpoint_dir(directory: str | Path) -> Path:
         )
         raise UsageError(f"{d} has no {WEIGHTS_NAME}{extra}")
     return d
+
+
+def verify_weights(directory: str | Path) -> None:
+    """Check model.safetensors' header and size without reading the tensors (catches truncation)."""
+    import struct
+
+    path = Path(directory) / WEIGHTS_NAME
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("file shorter than its header")
+            (n,) = struct.unpack("<Q", head)
+            if n > min(size, 100 << 20):
+                raise ValueError("header length out of range")
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise UsageError(f"{path} is corrupted ({exc}); re-download or re-save the model") from None
+    if size != 8 + n + end:
+        raise UsageError(
+            f"{path} is truncated or corrupted ({size} bytes, expected {8 + n + end}); re-download or re-save the model"
+        )
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -100,6 +123,8 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
     """tl.json of a saved model, or a one-line reason why it is not a tl model."""
     d = Path(directory)
     path = d / META_NAME
+    if not d.is_dir():
+        raise UsageError(f"model directory {d} not found" if not d.exists() else f"{d} is not a directory")
     if not path.is_file():
         if (d / "model" / META_NAME).is_file():
             raise UsageError(f"{d} is a run directory; pass --model {d / 'model'}")

@@ -34,7 +34,7 @@ class HeadSpec:
         return len(self.labels)
 
 
-class Task(ABC):
+class Task:
     """What is learned: label handling, metrics and defaults. Subclasses set the class attributes."""
 
     name: str = ""

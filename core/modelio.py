@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import importlib.metadata
 import os
 import shutil
 from collections.abc import Sequence
@@ -12,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from tl import __version__
 from tl.batching import Encoded, eval_order, iter_batches
-from tl.checkpoint import META_NAME, check_checkpoint_dir, read_meta, write_json
+from tl.checkpoint import META_NAME, check_checkpoint_dir, read_meta, verify_weights, write_json
 from tl.errors import UsageError
 from tl.interfaces import Backend, HeadSpec, Model
 from tl.metrics import softmax
@@ -74,6 +72,7 @@ def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str
         raise UsageError(f"model directory {d} not found")
     meta = read_meta(d)
     check_checkpoint_dir(d)
+    verify_weights(d)
     tokenizer = Tokenizer.from_dir(d)
     head = HeadSpec(meta["head"], meta["labels"])
     info = {"base_model": meta.get("base_model"), "trained_with": meta.get("backend"), "path": str(d)}
@@ -103,17 +102,7 @@ def predict(model: Model, texts: Sequence[str], max_length: int, pairs: Sequence
     probs = softmax(dataset_logits(model, encoded, batch_size))
     labels = model.head.labels
     out = []
-    for text, p in zip(texts, probs):
+    for text, p in zip(texts, probs, strict=True):
         k = int(p.argmax())
         out.append(Prediction(text, labels[k], float(p[k]), {lab: float(p[i]) for i, lab in enumerate(labels)}))
-    return out
-
-
-def framework_versions(*dists: str) -> dict[str, str]:
-    out = {}
-    for d in dists:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return out

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from tl import __version__
 from tl.batching import iter_batches, steps_per_epoch, train_order
+from tl.checkpoint import check_checkpoint_dir, read_config, verify_weights
 from tl.config import RunConfig, TrainSettings, to_dict
 from tl.data import Examples, Splits
 from tl.errors import BackendUnavailable, DataError
@@ -103,6 +103,9 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     task = registry.get("task", config.task)
     backend = get_backend(registry, config.backend)
     checkpoint, model_source = resolve_model(config.model, registry)
+    check_checkpoint_dir(checkpoint)
+    read_config(checkpoint)
+    verify_weights(checkpoint)
     splits = load_splits(config, registry)
     labels = label_space(task, splits)
     tokenizer = Tokenizer.from_dir(checkpoint)
@@ -168,9 +171,10 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
                "eval_loss": epoch_metrics["eval_loss"], "eval_accuracy": epoch_metrics["eval_accuracy"],
                "eval_macro_f1": epoch_metrics["eval_macro_f1"]}
         history.log(**row)
-        progress.write(f"epoch {epoch + 1}/{config.epochs}: train_loss {train_loss:.4f} | "
-                       f"eval_loss {row['eval_loss']:.4f} | eval_accuracy {row['eval_accuracy']:.4f} | "
-                       f"eval_macro_f1 {row['eval_macro_f1']:.4f}")
+        if not quiet:
+            progress.write(f"epoch {epoch + 1}/{config.epochs}: train_loss {train_loss:.4f} | "
+                           f"eval_loss {row['eval_loss']:.4f} | eval_accuracy {row['eval_accuracy']:.4f} | "
+                           f"eval_macro_f1 {row['eval_macro_f1']:.4f}")
         pm.hook.tl_on_epoch_end(run_dir=run_dir, epoch=epoch + 1, logs=row)
 
     t_start = time.perf_counter()

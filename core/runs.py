@@ -53,7 +53,7 @@ class History:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
-        self._f = open(path, "w", encoding="utf-8")
+        self._f = open(path, "w", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
 
     def log(self, **row: Any) -> None:
         self.rows.append(row)

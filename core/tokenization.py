@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from tl.errors import UsageError
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -63,7 +62,7 @@ class Tokenizer:
         including the special tokens, longest-first for pairs (as transformers does)."""
         self._tok.enable_truncation(max_length=max_length, strategy="longest_first")
         try:
-            inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+            inputs = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
             encodings = self._tok.encode_batch(inputs, add_special_tokens=True)
         finally:
             self._tok.no_truncation()

@@ -1,5 +1,4 @@
 import pytest
-
 from tl.config import DEFAULTS, load_recipe, resolve
 from tl.errors import UsageError
 

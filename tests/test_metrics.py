@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from tl.metrics import classification_metrics, cross_entropy, softmax
 
 

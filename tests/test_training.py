@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
-
 from tinybert import synthetic_rows, write_csv
 from tl.config import resolve
 from tl.modelio import load_saved, predict

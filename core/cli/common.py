@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import click
-
 from tl.plugins import Registry, build_registry, get_plugin_manager
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-
 from tl.config import INITS, PRECISIONS, load_recipe, resolve
 from tl.errors import UsageError
 

