@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from tl.errors import UsageError
 from tl.interfaces import HeadSpec
 

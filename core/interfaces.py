@@ -128,6 +128,10 @@ class Backend(ABC):
                 out[dist] = "missing"
         return out
 
+    def configure(self, threads: int | None) -> None:
+        """Apply process-wide settings (CPU threads) before any model is built; default: nothing."""
+        return None
+
     @abstractmethod
     def resolve_precision(self, requested: str) -> tuple[str, str]:
         """Map ``auto|fp32|bf16`` to the precision this backend will use here, with the reason."""

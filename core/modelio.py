@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from tl import __version__
 from tl.batching import Encoded, eval_order, iter_batches
 from tl.checkpoint import META_NAME, check_checkpoint_dir, read_meta, verify_weights, write_json

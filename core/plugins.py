@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+
 from tl import hookspecs
 from tl.errors import PluginError, UsageError
 

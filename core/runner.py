@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from tl import __version__
 from tl.batching import iter_batches, steps_per_epoch, train_order
 from tl.checkpoint import check_checkpoint_dir, read_config, verify_weights
@@ -119,6 +120,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
                       label_ids(splits.eval.labels, labels))
     tokenize_s = time.perf_counter() - t0
 
+    backend.configure(config.threads)
     precision, precision_reason = backend.resolve_precision(config.precision)
     settings = TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,

@@ -10,6 +10,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 from tinybert import synthetic_rows, write_csv
+
 from tl.cli import cli
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "transformers", "keras_hub")

@@ -1,4 +1,5 @@
 import pytest
+
 from tl.config import DEFAULTS, load_recipe, resolve
 from tl.errors import UsageError
 

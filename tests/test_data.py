@@ -4,6 +4,7 @@ import json
 
 import pandas as pd
 import pytest
+
 from tl.data import hash_split, load_examples
 from tl.errors import DataError
 

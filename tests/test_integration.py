@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+
 from tl.errors import AssetError
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from tl.metrics import classification_metrics, cross_entropy, softmax
 
 

@@ -5,6 +5,7 @@ import sys
 import types
 
 import pytest
+
 from tl import hookimpl
 from tl.errors import PluginError, UsageError
 from tl.interfaces import DatasetSpec, ModelSpec, Task

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tl.tokenization import Tokenizer
 
 EDGE_TEXTS = [

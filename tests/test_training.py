@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 from tinybert import synthetic_rows, write_csv
+
 from tl.config import resolve
 from tl.modelio import load_saved, predict
 from tl.runner import get_backend, run

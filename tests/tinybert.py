@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from tl.checkpoint import save_state
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

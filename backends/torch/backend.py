@@ -23,6 +23,11 @@ class TorchBackend(Backend):
         distributed=(),
     )
 
+    def configure(self, threads: int | None) -> None:
+        from tl_torch.train import set_threads
+
+        set_threads(threads)
+
     def resolve_precision(self, requested: str) -> tuple[str, str]:
         import torch
 

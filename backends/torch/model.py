@@ -8,13 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
+
 from tl.batching import Batch
 from tl.checkpoint import check_checkpoint_dir, classifier_config, read_config
 from tl.errors import UsageError
 from tl.interfaces import HeadSpec, Model
 from tl.tokenization import Tokenizer
-
-import torch
 
 
 def device() -> torch.device:

@@ -6,12 +6,12 @@ import random
 from collections.abc import Callable, Iterable
 
 import numpy as np
+import torch
+
 from tl.batching import Batch
 from tl.config import TrainSettings
 from tl.interfaces import TrainCallbacks
 from tl_torch.model import TorchModel, device, to_inputs
-
-import torch
 
 MAX_GRAD_NORM = 1.0
 

@@ -7,6 +7,7 @@ import sys
 import traceback
 
 import click
+
 from tl import __version__
 from tl.errors import TLError
 

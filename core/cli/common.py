@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from tl.plugins import Registry, build_registry, get_plugin_manager
 
 

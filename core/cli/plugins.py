@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from tl.errors import UsageError
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from tl.config import INITS, PRECISIONS, load_recipe, resolve
 from tl.errors import UsageError
 

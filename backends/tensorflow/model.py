@@ -1,0 +1,393 @@
+"""Building, loading, running and saving a Keras 3 BERT sequence classifier on TensorFlow.
+
+The encoder is KerasHub's ``BertBackbone``; its ``pooled_output`` (BERT's pooler, dense + tanh) feeds
+dropout and a ``Dense(num_labels)`` head, as in transformers' ``BertForSequenceClassification``.
+Weights are read and written in the transformers layout through ``tl.checkpoint``: ``WEIGHT_MAP``
+below is the one table both directions use, so loading and saving are exact inverses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tl.batching import Batch
+from tl.checkpoint import (
+    CONFIG_NAME,
+    check_checkpoint_dir,
+    classifier_config,
+    load_state,
+    read_config,
+    save_state,
+    write_json,
+)
+from tl.errors import TLError, UsageError
+from tl.interfaces import HeadSpec, Model
+from tl.tokenization import Tokenizer
+
+
+def _select_keras_backend() -> None:
+    """Make Keras run on TensorFlow; Keras picks its backend once, when it is first imported."""
+    loaded = sys.modules.get("keras")
+    if loaded is None:
+        os.environ["KERAS_BACKEND"] = "tensorflow"
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return
+    try:
+        current = loaded.backend.backend()
+    except AttributeError:  # Keras 2, or a half-imported module
+        current = getattr(loaded, "__version__", "unknown")
+    if current != "tensorflow":
+        raise TLError(
+            f"Keras was already imported in this process with the {current!r} backend; the tensorflow "
+            "backend of tl needs Keras on TensorFlow. Set KERAS_BACKEND=tensorflow (or run tl in a fresh "
+            "process) before anything imports keras."
+        )
+
+
+_select_keras_backend()
+
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+#: transformers' ``hidden_act`` -> the Keras activation of the feed-forward block.
+ACTIVATIONS: dict[str, Callable] = {
+    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
+    "gelu_fast": lambda x: keras.activations.gelu(x, approximate=True),
+    "relu": keras.activations.relu,
+    "silu": keras.activations.silu,
+    "swish": keras.activations.silu,
+}
+#: Checkpoint entries that are not weights of BertForSequenceClassification (buffers, pre-training heads).
+IGNORED_KEYS = ("embeddings.position_ids",)
+IGNORED_PREFIXES = ("cls.",)
+INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+
+
+def gpu_compute_capability() -> tuple[int, int] | None:
+    """Compute capability of the first visible GPU, or None without one."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    details = tf.config.experimental.get_device_details(gpus[0])
+    capability = details.get("compute_capability")
+    return tuple(capability) if capability else (0, 0)
+
+
+class BertClassifier(keras.Model):
+    """BertBackbone -> pooled output -> dropout -> Dense(num_labels) (float32 even under bf16)."""
+
+    def __init__(self, backbone: keras_hub.models.BertBackbone, num_labels: int, dropout: float,
+                 initializer_range: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.classifier_dropout = keras.layers.Dropout(dropout, name="classifier_dropout")
+        self.classifier = keras.layers.Dense(
+            num_labels,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=initializer_range),
+            bias_initializer="zeros",
+            dtype="float32",
+            name="classifier",
+        )
+
+    def call(self, inputs, training=False):
+        pooled = self.backbone(inputs, training=training)["pooled_output"]
+        return self.classifier(self.classifier_dropout(pooled, training=training))
+
+    def train_step(self, data):
+        # fit()'s default step reports the running mean of the loss; tl's callbacks want each batch's.
+        x, y = data
+        with tf.GradientTape() as tape:
+            logits = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return {"loss": loss, "samples": tf.shape(y)[0]}
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One transformers tensor and the Keras variable holding it.
+
+    ``kind``: ``embedding`` (same shape), ``vector`` (a bias or LayerNorm parameter, flat in
+    transformers, possibly [heads, head_dim] in Keras) or ``linear`` (the weight [out, in] of a torch
+    ``Linear``; the Keras kernel is its transpose with ``in`` or ``out`` split into [heads, head_dim],
+    ``inputs`` being how many leading kernel axes make up ``in``)."""
+
+    key: str
+    variable: keras.Variable
+    kind: str
+    inputs: int = 1
+
+    @property
+    def hf_shape(self) -> tuple[int, ...]:
+        shape = tuple(int(d) for d in self.variable.shape)
+        if self.kind == "embedding":
+            return shape
+        if self.kind == "vector":
+            return (int(np.prod(shape)),)
+        return int(np.prod(shape[self.inputs:])), int(np.prod(shape[: self.inputs]))
+
+    def to_keras(self, value: np.ndarray) -> np.ndarray:
+        value = value.T if self.kind == "linear" else value
+        return np.reshape(value, tuple(self.variable.shape))
+
+    def to_hf(self, value: np.ndarray) -> np.ndarray:
+        if self.kind == "linear":
+            return np.reshape(value, self.hf_shape[::-1]).T
+        return np.reshape(value, self.hf_shape)
+
+    @property
+    def decays(self) -> bool:
+        """Whether AdamW decays it: not biases nor LayerNorm weights, as on the torch side."""
+        return self.kind != "vector" and "LayerNorm" not in self.key
+
+
+def weight_map(net: BertClassifier) -> list[WeightSpec]:
+    """Every weight of ``net`` under its transformers name (encoder keys without ``bert.``)."""
+    backbone = net.backbone
+    specs: list[WeightSpec] = []
+
+    def add(key: str, variable, kind: str, inputs: int = 1) -> None:
+        specs.append(WeightSpec(key, variable, kind, inputs))
+
+    def layer_norm(prefix: str, layer) -> None:
+        add(f"{prefix}.weight", layer.gamma, "vector")
+        add(f"{prefix}.bias", layer.beta, "vector")
+
+    def dense(prefix: str, layer, inputs: int = 1) -> None:
+        add(f"{prefix}.weight", layer.kernel, "linear", inputs)
+        add(f"{prefix}.bias", layer.bias, "vector")
+
+    add("embeddings.word_embeddings.weight", backbone.get_layer("token_embedding").embeddings, "embedding")
+    add("embeddings.position_embeddings.weight", backbone.get_layer("position_embedding").position_embeddings,
+        "embedding")
+    add("embeddings.token_type_embeddings.weight", backbone.get_layer("segment_embedding").embeddings,
+        "embedding")
+    layer_norm("embeddings.LayerNorm", backbone.get_layer("embeddings_layer_norm"))
+    for i in range(backbone.num_layers):
+        block = backbone.get_layer(f"transformer_layer_{i}")
+        attention = block._self_attention_layer
+        prefix = f"encoder.layer.{i}"
+        dense(f"{prefix}.attention.self.query", attention.query_dense)  # kernel [hidden, heads, head_dim]
+        dense(f"{prefix}.attention.self.key", attention.key_dense)
+        dense(f"{prefix}.attention.self.value", attention.value_dense)
+        dense(f"{prefix}.attention.output.dense", attention.output_dense, inputs=2)  # [heads, head_dim, hidden]
+        layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
+        dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
+        dense(f"{prefix}.output.dense", block._feedforward_output_dense)
+        layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
+    dense("pooler.dense", backbone.get_layer("pooled_dense"))
+    dense("classifier", net.classifier)
+
+    mapped = {id(s.variable) for s in specs}
+    unmapped = [v.path for v in net.weights if id(v) not in mapped]
+    if unmapped or len(mapped) != len(specs):
+        raise TLError(
+            f"keras-hub {keras_hub.__version__} has a BertBackbone that tl_tensorflow cannot map to "
+            f"transformers weights (unmapped variables: {', '.join(unmapped[:5]) or 'none'}); "
+            "install a keras-hub release tl supports"
+        )
+    return specs
+
+
+def _normalize_key(key: str) -> str:
+    """Old BERT checkpoints name LayerNorm parameters gamma/beta."""
+    if ".LayerNorm." in key:
+        if key.endswith(".gamma"):
+            return key[: -len("gamma")] + "weight"
+        if key.endswith(".beta"):
+            return key[: -len("beta")] + "bias"
+    return key
+
+
+def _ignored(key: str, head_is_new: bool) -> bool:
+    return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES) or (
+        head_is_new and key.startswith("classifier.")
+    )
+
+
+def assign_state(net: BertClassifier, state: dict[str, np.ndarray], source: str, *, head_is_new: bool) -> None:
+    """Set every weight of ``net`` from ``state`` (transformers names); a fresh head keeps its init."""
+    state = {_normalize_key(k): v for k, v in state.items()}
+    specs = [s for s in weight_map(net) if not (head_is_new and s.key.startswith("classifier."))]
+    missing = [s.key for s in specs if s.key not in state]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
+        raise UsageError(
+            f"{source} lacks {len(missing)} BERT weights ({shown}); is it a BERT checkpoint?"
+        )
+    mismatched = [
+        f"{s.key} {tuple(state[s.key].shape)} (expected {s.hf_shape})"
+        for s in specs
+        if tuple(state[s.key].shape) != s.hf_shape
+    ]
+    if mismatched:
+        raise UsageError(f"{source}: weights with unexpected shapes: {'; '.join(mismatched[:3])}")
+    known = {s.key for s in specs}
+    unused = sorted(k for k in state if k not in known and not _ignored(k, head_is_new))
+    if unused:
+        shown = ", ".join(unused[:5]) + (f", ... ({len(unused) - 5} more)" if len(unused) > 5 else "")
+        raise UsageError(
+            f"{source} has {len(unused)} weights that a BERT classifier does not use ({shown}); "
+            "tl supports the plain BERT architecture"
+        )
+    for s in specs:
+        s.variable.assign(s.to_keras(np.asarray(state[s.key], dtype=np.float32)))
+
+
+def _check_architecture(config: dict, source: Path) -> None:
+    act = config.get("hidden_act", "gelu")
+    if act not in ACTIVATIONS:
+        raise UsageError(
+            f"{source}/{CONFIG_NAME}: hidden_act {act!r} is not supported by the tensorflow backend "
+            f"(supported: {', '.join(ACTIVATIONS)})"
+        )
+    kind = config.get("position_embedding_type", "absolute")
+    if kind != "absolute":
+        raise UsageError(
+            f"{source}/{CONFIG_NAME}: position_embedding_type {kind!r} is not supported by the tensorflow "
+            "backend (only 'absolute')"
+        )
+    if config["hidden_size"] % config["num_attention_heads"]:
+        raise UsageError(f"{source}/{CONFIG_NAME}: hidden_size is not a multiple of num_attention_heads")
+
+
+def build_network(config: dict, num_labels: int, source: Path) -> BertClassifier:
+    """The Keras classifier for a transformers BERT config, randomly initialized and built."""
+    hidden_dropout = float(config.get("hidden_dropout_prob", 0.1))
+    try:
+        _check_architecture(config, source)
+        backbone = keras_hub.models.BertBackbone(
+            vocabulary_size=int(config["vocab_size"]),
+            num_layers=int(config["num_hidden_layers"]),
+            num_heads=int(config["num_attention_heads"]),
+            hidden_dim=int(config["hidden_size"]),
+            intermediate_dim=int(config["intermediate_size"]),
+            dropout=hidden_dropout,
+            max_sequence_length=int(config.get("max_position_embeddings", 512)),
+            num_segments=int(config.get("type_vocab_size", 2)),
+            dtype="float32",
+        )
+    except KeyError as exc:
+        raise UsageError(f"{source}/{CONFIG_NAME} lacks {exc.args[0]!r}") from None
+    # BertBackbone hard-codes the tanh-approximated GELU and eps 1e-12; follow the checkpoint's config
+    # (BERT uses the exact GELU), so logits match transformers.
+    activation = ACTIVATIONS[config.get("hidden_act", "gelu")]
+    epsilon = float(config.get("layer_norm_eps", 1e-12))
+    backbone.get_layer("embeddings_layer_norm").epsilon = epsilon
+    for i in range(backbone.num_layers):
+        block = backbone.get_layer(f"transformer_layer_{i}")
+        block.activation = activation
+        block._feedforward_intermediate_dense.activation = activation
+        block.layer_norm_epsilon = epsilon
+        block._self_attention_layer_norm.epsilon = epsilon
+        block._feedforward_layer_norm.epsilon = epsilon
+    classifier_dropout = config.get("classifier_dropout")
+    net = BertClassifier(
+        backbone,
+        num_labels,
+        dropout=hidden_dropout if classifier_dropout is None else float(classifier_dropout),
+        initializer_range=float(config.get("initializer_range", 0.02)),
+        name="bert_classifier",
+    )
+    dummy = {name: np.zeros((1, 2), dtype=np.int32) for name in INPUT_NAMES}
+    net(dummy, training=False)  # creates the head's variables
+    return net
+
+
+def to_inputs(b: Batch) -> dict[str, np.ndarray]:
+    return {
+        "token_ids": np.asarray(b.input_ids, dtype=np.int32),
+        "segment_ids": np.asarray(b.token_type_ids, dtype=np.int32),
+        "padding_mask": np.asarray(b.attention_mask, dtype=np.int32),
+    }
+
+
+INPUT_SIGNATURE = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES}
+
+
+class TensorflowModel(Model):
+    backend = "tensorflow"
+
+    def __init__(self, network: BertClassifier, config: dict, head: HeadSpec, tokenizer: Tokenizer,
+                 info: dict) -> None:
+        self.network = network
+        self.config = config  # the checkpoint's BERT config.json
+        self.head = head
+        self.tokenizer = tokenizer
+        self.info = info
+        self.precision = "fp32"
+        self._predict = None
+
+    def set_precision(self, precision: str) -> None:
+        """``bf16``: Keras' mixed_bfloat16 policy (float32 variables, bf16 compute) everywhere but the
+        head, which stays float32; ``fp32`` otherwise."""
+        policy = "mixed_bfloat16" if precision == "bf16" else "float32"
+        for layer in self.network._flatten_layers(include_self=True, recursive=True):
+            if layer is not self.network.classifier:
+                layer.dtype_policy = policy
+        self.precision = precision
+        self._predict = None  # traced under the old policy
+
+    def _predict_fn(self):
+        if self._predict is None:
+            network = self.network
+
+            @tf.function(input_signature=[INPUT_SIGNATURE])
+            def predict(inputs):
+                return tf.cast(network(inputs, training=False), tf.float32)
+
+            self._predict = predict
+        return self._predict
+
+    def logits(self, batches: Iterable[Batch]) -> np.ndarray:
+        predict = self._predict_fn()
+        outs = [predict(to_inputs(b)).numpy() for b in batches]
+        if not outs:
+            return np.zeros((0, self.head.num_labels), dtype=np.float32)
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """All weights in transformers names and layouts (encoder keys without ``bert.``)."""
+        return {
+            s.key: np.ascontiguousarray(s.to_hf(np.asarray(s.variable.numpy(), dtype=np.float32)))
+            for s in weight_map(self.network)
+        }
+
+    def load_state(self, state: dict[str, np.ndarray], source: str = "state", *, head_is_new: bool = False) -> None:
+        assign_state(self.network, state, source, head_is_new=head_is_new)
+
+    def save_weights(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(directory / CONFIG_NAME, classifier_config(self.config, self.head))
+        save_state(self.state(), directory)
+
+
+def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int,
+          info: dict) -> TensorflowModel:
+    checkpoint = check_checkpoint_dir(checkpoint)
+    config = read_config(checkpoint)
+    keras.utils.set_random_seed(seed)  # the fresh head, scratch weights and dropout streams are seeded
+    network = build_network(config, head.num_labels, checkpoint)
+    if init != "scratch":
+        assign_state(network, load_state(checkpoint), f"{checkpoint}/model.safetensors", head_is_new=True)
+    return TensorflowModel(network, config, head, tokenizer, info)
+
+
+def load(directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> TensorflowModel:
+    directory = check_checkpoint_dir(directory)
+    config = read_config(directory)
+    keras.utils.set_random_seed(0)
+    network = build_network(config, head.num_labels, directory)
+    assign_state(network, load_state(directory), f"{directory}/model.safetensors", head_is_new=False)
+    return TensorflowModel(network, config, head, tokenizer, info)

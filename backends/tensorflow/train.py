@@ -1,0 +1,156 @@
+"""The Keras training loop: ``fit`` over tf.data, AdamW, linear warm-up then linear decay, bf16 mixed
+precision, global-norm clipping. Same schedule, decay groups and clipping as the torch backend."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from tl.batching import Batch
+from tl.config import TrainSettings
+from tl.errors import TLError
+from tl.interfaces import TrainCallbacks
+
+# keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
+from tl_tensorflow.model import INPUT_SIGNATURE, TensorflowModel, keras, tf, to_inputs, weight_map
+
+MAX_GRAD_NORM = 1.0
+ADAM_EPSILON = 1e-8  # torch.optim.AdamW's default (Keras defaults to 1e-7)
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy, TensorFlow and Keras' global seed generator."""
+    keras.utils.set_random_seed(seed)
+
+
+def set_threads(threads: int | None) -> None:
+    """TensorFlow fixes its thread pools when it first runs an op (building the model does), so
+    this only takes effect when called before; otherwise a different request is reported."""
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        current = tf.config.threading.get_intra_op_parallelism_threads()
+        if current != threads:
+            warnings.warn(
+                f"threads={threads} not applied: TensorFlow's thread pools were already initialized "
+                f"(intra-op threads: {current or 'all cores'})",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """``lr * factor(step)``: linear warm-up with factor (step+1)/(warmup+1) for ``warmup`` steps, then
+    linear decay to 0 at ``total`` (tl_torch.train.linear_schedule, step-for-step)."""
+
+    def __init__(self, lr: float, total_steps: int, warmup_steps: int) -> None:
+        self.lr = float(lr)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warmup = float(self.warmup_steps)
+        rising = (step + 1.0) / (warmup + 1.0)
+        falling = keras.ops.maximum(
+            0.0, (float(self.total_steps) - step) / float(max(1, self.total_steps - self.warmup_steps))
+        )
+        return self.lr * keras.ops.where(step < warmup, rising, falling)
+
+    def get_config(self) -> dict:
+        return {"lr": self.lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+
+
+def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, warmup: int):
+    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe)."""
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=LinearSchedule(settings.lr, total, warmup),
+        weight_decay=settings.weight_decay,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=ADAM_EPSILON,
+        global_clipnorm=MAX_GRAD_NORM,
+    )
+    optimizer.exclude_from_weight_decay(var_list=[s.variable for s in weight_map(model.network) if not s.decays])
+    return optimizer
+
+
+def make_dataset(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int,
+                 failure: list[BaseException]) -> tf.data.Dataset:
+    """Every epoch's batches, one epoch after the other; fit(steps_per_epoch=...) cuts them into epochs.
+    Padded widths vary per batch, hence [None, None]. A Python exception raised while generating is
+    kept in ``failure`` (tf.data would replace it by an opaque error)."""
+
+    def generate():
+        try:
+            for epoch in range(epochs):
+                n = 0
+                for b in train_batches(epoch):
+                    n += 1
+                    yield to_inputs(b), np.asarray(b.labels, dtype=np.int64)
+                if n != steps_per_epoch:
+                    raise TLError(f"epoch {epoch} had {n} batches, expected steps_per_epoch={steps_per_epoch}")
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+
+    signature = (INPUT_SIGNATURE, tf.TensorSpec([None], tf.int64, name="labels"))
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+
+
+class Report(keras.callbacks.Callback):
+    """Forwards fit's per-batch numbers to tl's callbacks."""
+
+    def __init__(self, callbacks: TrainCallbacks) -> None:
+        super().__init__()
+        self.callbacks = callbacks
+        self.step = 0
+        self.loss_sum = 0.0
+        self.n_batches = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.loss_sum = 0.0
+        self.n_batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float(logs["loss"])
+        self.loss_sum += loss
+        self.n_batches += 1
+        self.step += 1
+        self.callbacks.on_step(self.step, loss, int(logs["samples"]))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.callbacks.on_epoch_end(epoch, self.loss_sum / max(1, self.n_batches))
+
+
+def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
+          settings: TrainSettings, callbacks: TrainCallbacks) -> None:
+    set_threads(settings.threads)
+    seed_everything(settings.seed)
+    model.set_precision(settings.precision)
+    network = model.network
+    total = steps_per_epoch * settings.epochs
+    warmup = int(settings.warmup_ratio * total)
+    network.compile(
+        optimizer=make_optimizer(model, settings, total, warmup),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,  # XLA recompiles for every padded width; slower on CPU with dynamic shapes
+    )
+    if total == 0:
+        for epoch in range(settings.epochs):
+            callbacks.on_epoch_end(epoch, 0.0)
+        return
+    failure: list[BaseException] = []
+    dataset = make_dataset(train_batches, settings.epochs, steps_per_epoch, failure)
+    try:
+        network.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
+                    callbacks=[Report(callbacks)])
+    except tf.errors.OpError:
+        if failure:
+            raise failure[0] from None
+        raise

@@ -1,0 +1,48 @@
+"""A model fine-tuned on one backend loads and predicts on the other with the same labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import BACKENDS
+from tinybert import synthetic_rows
+
+from tl.config import resolve
+from tl.modelio import dataset_logits, encode, load_saved
+from tl.plugins import get_plugin_manager
+from tl.runner import get_backend, run
+
+pytestmark = pytest.mark.skipif(len(BACKENDS) < 2, reason="needs both torch and tensorflow")
+DIRECTIONS = [("torch", "tensorflow"), ("tensorflow", "torch")]
+
+
+def _agreement(registry, run_dir, trained_on, texts):
+    out = {}
+    for name in (trained_on, *(b for b in BACKENDS if b != trained_on)):
+        model, meta = load_saved(run_dir / "model", get_backend(registry, name))
+        out[name] = dataset_logits(model, encode(model.tokenizer, texts, None, meta["max_length"]))
+    a, b = out.values()
+    return float((a.argmax(1) == b.argmax(1)).mean()), float(np.abs(a - b).max())
+
+
+@pytest.mark.parametrize("trained_on, other", DIRECTIONS)
+def test_train_on_one_predict_on_the_other(registry, tmp_path, tiny_checkpoint, tiny_data, trained_on, other):
+    options = {"backend": trained_on, "model": str(tiny_checkpoint), "dataset": str(tiny_data), "epochs": 3,
+               "lr": 5e-3, "batch_size": 16, "max_length": 32, "precision": "fp32", "output": str(tmp_path / "r")}
+    result = run(resolve(options, {}, {}), registry, get_plugin_manager(), quiet=True)
+    texts = [t for t, _ in synthetic_rows(300, seed=42)]
+    agree, max_diff = _agreement(registry, result.run_dir, trained_on, texts)
+    assert agree >= 0.99 and max_diff < 1e-3, (agree, max_diff)
+
+
+@pytest.mark.integration
+def test_real_minilm_interop(registry, tmp_path):
+    from tl.default_plugins.assets import load_rotten_tomatoes
+
+    options = {"backend": "tensorflow", "model": "minilm", "dataset": "rotten_tomatoes", "epochs": 1,
+               "lr": 1e-4, "batch_size": 32, "max_train_samples": 320, "max_eval_samples": 64,
+               "precision": "fp32", "output": str(tmp_path / "r")}
+    result = run(resolve(options, {}, {}), registry, get_plugin_manager(), quiet=True)
+    texts = load_rotten_tomatoes().eval.texts[:500]
+    agree, max_diff = _agreement(registry, result.run_dir, "tensorflow", texts)
+    assert agree >= 0.99 and max_diff < 1e-3, (agree, max_diff)
