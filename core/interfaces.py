@@ -74,6 +74,8 @@ class Capabilities:
     heads: tuple[str, ...] = (HEAD_SEQUENCE_CLASSIFICATION,)
     precisions: tuple[str, ...] = ("fp32",)
     distributed: tuple[str, ...] = ()
+    #: Formats ``tl export --format`` accepts on this backend.
+    exports: tuple[str, ...] = ()
 
 
 @dataclass
@@ -146,6 +148,12 @@ class Backend(ABC):
     @abstractmethod
     def load_model(self, directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> Model:
         """Load a fine-tuned model directory (weights include the head)."""
+
+    def export(self, model: Model, directory: Path, fmt: str) -> None:
+        """Write ``model`` in a serving format listed in ``capabilities.exports``."""
+        from tl.errors import UsageError
+
+        raise UsageError(f"backend {self.name!r} cannot export {fmt!r}")
 
     @abstractmethod
     def train(

@@ -46,3 +46,31 @@ def test_real_minilm_interop(registry, tmp_path):
     texts = load_rotten_tomatoes().eval.texts[:500]
     agree, max_diff = _agreement(registry, result.run_dir, "tensorflow", texts)
     assert agree >= 0.99 and max_diff < 1e-3, (agree, max_diff)
+
+
+def test_export_savedmodel_serves_the_same_logits(registry, tmp_path, tiny_checkpoint, tiny_data):
+    """Trained on torch, exported for TensorFlow Serving: the signature gives the same logits."""
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from tl.cli import cli
+
+    options = {"backend": "torch", "model": str(tiny_checkpoint), "dataset": str(tiny_data), "epochs": 1,
+               "max_length": 32, "precision": "fp32", "output": str(tmp_path / "r")}
+    result = run(resolve(options, {}, {}), registry, get_plugin_manager(), quiet=True)
+    out = CliRunner().invoke(cli, ["export", "--model", str(result.run_dir / "model"), "--format", "savedmodel",
+                                   "-o", str(tmp_path / "served")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "served" / "assets" / "tl.json").is_file()
+    torch_model, _ = load_saved(result.run_dir / "model", get_backend(registry, "torch"))
+    texts = ["the film was great", "a boring mess", "quite a moving story and a superb cast"]
+    enc = encode(torch_model.tokenizer, texts, None, 32)
+    batch = enc.collate(range(len(texts)))
+    expected = torch_model.logits([batch])
+    served = tf.saved_model.load(str(tmp_path / "served")).signatures["serving_default"]
+    got = served(input_ids=tf.constant(batch.input_ids), attention_mask=tf.constant(batch.attention_mask),
+                 token_type_ids=tf.constant(batch.token_type_ids))
+    assert np.abs(got["logits"].numpy() - expected).max() < 1e-4
+    assert np.allclose(got["probabilities"].numpy().sum(axis=1), 1, atol=1e-5)
+    again = CliRunner().invoke(cli, ["export", "--model", str(result.run_dir / "model"), "--format", "onnx"])
+    assert again.exit_code == 2 and "unknown export format 'onnx'; formats: savedmodel" in again.output

@@ -24,6 +24,7 @@ class TensorflowBackend(Backend):
         heads=("sequence_classification",),
         precisions=("fp32", "bf16"),
         distributed=(),
+        exports=("savedmodel",),
     )
 
     def configure(self, threads: int | None) -> None:
@@ -54,6 +55,11 @@ class TensorflowBackend(Backend):
         from tl_tensorflow.model import load
 
         return load(directory, head, tokenizer, info)
+
+    def export(self, model: Model, directory: Path, fmt: str) -> None:
+        from tl_tensorflow.export import export_savedmodel
+
+        export_savedmodel(model, directory)
 
     def train(self, model: Model, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
               settings: TrainSettings, callbacks: TrainCallbacks) -> None:

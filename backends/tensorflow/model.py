@@ -8,8 +8,10 @@ below is the one table both directions use, so loading and saving are exact inve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +52,37 @@ def _select_keras_backend() -> None:
         )
 
 
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """TensorFlow's C++ start-up notices (oneDNN, "no CUDA drivers") ignore TF_CPP_MIN_LOG_LEVEL in
+    recent releases; keep them off the user's terminal, but show them if the import itself fails."""
+    if os.environ.get("TL_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 _select_keras_backend()
 
-import keras  # noqa: E402
-import keras_hub  # noqa: E402
-import tensorflow as tf  # noqa: E402
+with _native_stderr_captured():
+    import keras  # noqa: E402
+    import keras_hub  # noqa: E402
+    import tensorflow as tf  # noqa: E402
+
+    _GPUS = tf.config.list_physical_devices("GPU")
 
 #: transformers' ``hidden_act`` -> the Keras activation of the feed-forward block.
 ACTIVATIONS: dict[str, Callable] = {
@@ -74,7 +102,7 @@ INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 
 def gpu_compute_capability() -> tuple[int, int] | None:
     """Compute capability of the first visible GPU, or None without one."""
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = _GPUS
     if not gpus:
         return None
     details = tf.config.experimental.get_device_details(gpus[0])
