@@ -387,19 +387,31 @@ def test_data_errors_surface_unchanged(scratch_checkpoint, tokenizer, tf_backend
     with pytest.raises(TLError, match="epoch 0 had 1 batches, expected steps_per_epoch=2"):
         tf_backend.train(model, short, 2, settings, TrainCallbacks())
 
-    # what train() re-raises: the generator's own exception, not tf.data's wrapper of it
-    import tensorflow as tf
-
-    from tl_tensorflow.train import make_dataset
-
+    # an exception from the batches comes out as itself, before training starts
     def broken(epoch):
         yield from iter_batches(enc, train_order(enc.lengths, 8, 0, epoch)[:1])
         raise DataError("row 9 is not text")
 
-    failure = []
-    with pytest.raises(tf.errors.OpError):
-        list(make_dataset(broken, 2, 2, failure))
-    assert isinstance(failure[0], DataError) and str(failure[0]) == "row 9 is not text"
+    with pytest.raises(DataError, match="row 9 is not text"):
+        tf_backend.train(model, broken, 2, settings, TrainCallbacks())
+
+
+def test_dataset_yields_the_core_batches_in_order(scratch_checkpoint, tokenizer, tf_backend):
+    from tl_tensorflow.train import make_dataset
+
+    enc = _sentiment_data(tokenizer, n=40)
+
+    def batches(epoch):
+        return iter_batches(enc, train_order(enc.lengths, 8, 3, epoch))
+
+    expected = [b for e in range(2) for b in batches(e)]
+    got = list(make_dataset(batches, 2, len(expected) // 2))
+    assert len(got) == len(expected)
+    for (x, y), b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(x["token_ids"].numpy(), b.input_ids)
+        np.testing.assert_array_equal(x["segment_ids"].numpy(), b.token_type_ids)
+        np.testing.assert_array_equal(x["padding_mask"].numpy(), b.attention_mask)
+        np.testing.assert_array_equal(y.numpy(), b.labels)
 
 
 def test_schedule_and_decay_groups_match_torch(torch_checkpoints, tokenizer, tf_backend, torch_backend):

@@ -14,7 +14,7 @@ from tl.errors import TLError
 from tl.interfaces import TrainCallbacks
 
 # keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
-from tl_tensorflow.model import INPUT_SIGNATURE, TensorflowModel, keras, tf, to_inputs, weight_map
+from tl_tensorflow.model import TensorflowModel, keras, tf, weight_map
 
 MAX_GRAD_NORM = 1.0
 ADAM_EPSILON = 1e-8  # torch.optim.AdamW's default (Keras defaults to 1e-7)
@@ -80,27 +80,46 @@ def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, 
     return optimizer
 
 
-def make_dataset(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int,
-                 failure: list[BaseException]) -> tf.data.Dataset:
+def make_dataset(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int
+                 ) -> tf.data.Dataset:
     """Every epoch's batches, one epoch after the other; fit(steps_per_epoch=...) cuts them into epochs.
-    Padded widths vary per batch, hence [None, None]. A Python exception raised while generating is
-    kept in ``failure`` (tf.data would replace it by an opaque error)."""
 
-    def generate():
-        try:
-            for epoch in range(epochs):
-                n = 0
-                for b in train_batches(epoch):
-                    n += 1
-                    yield to_inputs(b), np.asarray(b.labels, dtype=np.int64)
-                if n != steps_per_epoch:
-                    raise TLError(f"epoch {epoch} had {n} batches, expected steps_per_epoch={steps_per_epoch}")
-        except BaseException as exc:
-            failure.append(exc)
-            raise
+    The core's length-grouped, dynamically padded batches are collated up front (a few MB per epoch)
+    and held as ragged tensors [batch, (rows), (width)], so the tf.data pipeline runs entirely in
+    the graph: no Python generator in the step loop (``from_generator``'s iterator also stalls for
+    about a minute on tear-down while its worker waits for the GIL). Errors in the data therefore
+    surface here, before training starts, as tl's own exceptions."""
+    batches: list[Batch] = []
+    for epoch in range(epochs):
+        n = 0
+        for b in train_batches(epoch):
+            batches.append(b)
+            n += 1
+        if n != steps_per_epoch:
+            raise TLError(f"epoch {epoch} had {n} batches, expected steps_per_epoch={steps_per_epoch}")
+    if not batches:
+        raise TLError("no training batches")
+    sizes = np.array([len(b) for b in batches], dtype=np.int64)
+    widths = np.repeat(np.array([b.input_ids.shape[1] for b in batches], dtype=np.int64), sizes)
 
-    signature = (INPUT_SIGNATURE, tf.TensorSpec([None], tf.int64, name="labels"))
-    return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(2)
+    def ragged(field: str) -> tf.RaggedTensor:
+        flat = np.concatenate([getattr(b, field).reshape(-1) for b in batches]).astype(np.int32)
+        rows = tf.RaggedTensor.from_row_lengths(flat, widths)
+        return tf.RaggedTensor.from_row_lengths(rows, sizes)
+
+    inputs = {"token_ids": ragged("input_ids"), "segment_ids": ragged("token_type_ids"),
+              "padding_mask": ragged("attention_mask")}
+    labels = tf.RaggedTensor.from_row_lengths(np.concatenate([b.labels for b in batches]).astype(np.int64), sizes)
+
+    def dense(x):
+        return x.to_tensor() if isinstance(x, tf.RaggedTensor) else x
+
+    def unpack(x, y):
+        return {k: dense(v) for k, v in x.items()}, dense(y)
+
+    return (tf.data.Dataset.from_tensor_slices((inputs, labels))
+            .map(unpack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 class Report(keras.callbacks.Callback):
@@ -145,12 +164,6 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
         for epoch in range(settings.epochs):
             callbacks.on_epoch_end(epoch, 0.0)
         return
-    failure: list[BaseException] = []
-    dataset = make_dataset(train_batches, settings.epochs, steps_per_epoch, failure)
-    try:
-        network.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
-                    callbacks=[Report(callbacks)])
-    except tf.errors.OpError:
-        if failure:
-            raise failure[0] from None
-        raise
+    dataset = make_dataset(train_batches, settings.epochs, steps_per_epoch)
+    network.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
+                callbacks=[Report(callbacks)])
