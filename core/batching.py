@@ -73,6 +73,19 @@ def train_order(
     return batches
 
 
+def accumulation_split(order: list[np.ndarray], accum: int) -> list[np.ndarray]:
+    """Split each (effective) batch into ``accum`` near-equal micro-batches, in order, so one optimizer
+    step sees exactly the rows it would see without accumulation. A final batch with fewer rows than
+    ``accum`` is dropped (at most ``accum - 1`` examples an epoch)."""
+    if accum <= 1:
+        return order
+    out: list[np.ndarray] = []
+    for rows in order:
+        if len(rows) >= accum:
+            out.extend(np.array_split(rows, accum))
+    return out
+
+
 def eval_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Batches sorted by length (longest first, so memory peaks at once); callers restore order
     with ``Batch.index``."""

@@ -15,7 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 INITS = ("pretrained", "scratch")
 
 
@@ -41,6 +41,8 @@ class RunConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     precision: str | None = None
+    precision_strict: bool | None = None
+    grad_accum: int | None = None
     init: str | None = None
     threads: int | None = None
     output: str | None = None
@@ -109,11 +111,13 @@ def validate(config: RunConfig) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise UsageError(f"{name.replace('_', '-')} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    for name in ("epochs", "batch_size", "lr", "max_length", "max_train_samples", "max_eval_samples", "threads"):
+    for name in ("epochs", "batch_size", "lr", "max_length", "max_train_samples", "max_eval_samples", "threads",
+                 "grad_accum"):
         positive(name)
     for name in ("weight_decay", "warmup_ratio", "seed"):
         positive(name, allow_zero=True)
-    for name in ("epochs", "batch_size", "max_length", "seed", "max_train_samples", "max_eval_samples", "threads"):
+    for name in ("epochs", "batch_size", "max_length", "seed", "max_train_samples", "max_eval_samples", "threads",
+                 "grad_accum"):
         value = getattr(config, name)
         if value is not None and not isinstance(value, int):
             raise UsageError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
@@ -141,5 +145,8 @@ class TrainSettings:
     weight_decay: float
     warmup_ratio: float
     seed: int
-    precision: str  # "fp32" | "bf16" after resolution
+    precision: str  # "fp32" | "bf16" | "fp16" after resolution
     threads: int | None = None
+    #: Micro-batches per optimizer step; the core yields them in groups of this size.
+    grad_accum: int = 1
+    loss_scaling: bool = False

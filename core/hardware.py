@@ -75,19 +75,3 @@ def cpu_info() -> CpuInfo:
         features=tuple(sorted(f for f in CPU_FEATURES if f in flags)),
         memory_gib=round(mem, 1),
     )
-
-
-def resolve_cpu_precision(requested: str) -> tuple[str, str]:
-    """``auto``: bf16 where the CPU computes it natively, else fp32. ``bf16`` without native support
-    still runs (emulated, slow) and says so."""
-    info = cpu_info()
-    if requested == "fp32":
-        return "fp32", "requested"
-    if requested == "bf16":
-        if info.native_bf16:
-            return "bf16", "requested; CPU has native bf16"
-        return "bf16", "requested; this CPU has no native bf16, so it is emulated and slower than fp32"
-    if info.native_bf16:
-        flags = ", ".join(f for f in info.features if f in BF16_FLAGS)
-        return "bf16", f"auto: CPU computes bf16 natively ({flags})"
-    return "fp32", "auto: CPU has no native bf16 (no AVX-512 BF16 / AMX)"

@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tl.hardware import cpu_info
+
 if TYPE_CHECKING:
     from tl.batching import Batch
     from tl.config import TrainSettings
     from tl.data import Splits
+    from tl.plan import Accelerator, Probe
     from tl.tokenization import Tokenizer
 
 HEAD_SEQUENCE_CLASSIFICATION = "sequence_classification"
@@ -134,9 +137,15 @@ class Backend(ABC):
         """Apply process-wide settings (CPU threads) before any model is built; default: nothing."""
         return None
 
-    @abstractmethod
-    def resolve_precision(self, requested: str) -> tuple[str, str]:
-        """Map ``auto|fp32|bf16`` to the precision this backend will use here, with the reason."""
+    def probe_accelerators(self) -> tuple[Accelerator, ...]:
+        """The accelerators this backend can train on here (empty: CPU only). May import the
+        framework; must not allocate device memory."""
+        return ()
+
+    def probe(self) -> Probe:
+        from tl.plan import Probe
+
+        return Probe(cpu_info(), tuple(self.probe_accelerators()))
 
     @abstractmethod
     def build_model(

@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 
 from tl import __version__
-from tl.batching import iter_batches, steps_per_epoch, train_order
+from tl.batching import accumulation_split, iter_batches, train_order
 from tl.checkpoint import check_checkpoint_dir, read_config, verify_weights
 from tl.config import RunConfig, TrainSettings, to_dict
 from tl.data import Examples, Splits
 from tl.errors import BackendUnavailable, DataError
-from tl.hardware import cpu_info
 from tl.interfaces import Backend, HeadSpec, Task, TrainCallbacks
 from tl.metrics import cross_entropy
 from tl.modelio import dataset_logits, encode, save_model
+from tl.plan import PlanRequest, make_plan
 from tl.plugins import Registry
 from tl.progress import Progress
 from tl.resolve import resolve_dataset, resolve_eval_file, resolve_model
@@ -120,11 +120,17 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
                       label_ids(splits.eval.labels, labels))
     tokenize_s = time.perf_counter() - t0
 
-    backend.configure(config.threads)
-    precision, precision_reason = backend.resolve_precision(config.precision)
+    probe = backend.probe()
+    plan = make_plan(probe, PlanRequest(
+        precision=config.precision, strict=bool(config.precision_strict), batch_size=config.batch_size,
+        grad_accum=config.grad_accum, threads=config.threads,
+    ))
+    backend.configure(plan.threads)
+    precision = plan.precision
     settings = TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio, seed=config.seed, precision=precision, threads=config.threads,
+        warmup_ratio=config.warmup_ratio, seed=config.seed, precision=precision, threads=plan.threads,
+        grad_accum=plan.grad_accum, loss_scaling=plan.loss_scaling,
     )
     head = HeadSpec(task.head_kind, labels)
     versions = {"tl": __version__, "python": platform.python_version(), **backend.versions()}
@@ -135,27 +141,35 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         "split": splits.split,
         "num_train_samples": len(train_enc),
         "num_eval_samples": len(eval_enc),
-        "plan": {"precision": precision, "precision_reason": precision_reason, "device": _device(backend),
-                 "threads": config.threads, "cpu": cpu_info().to_dict()},
+        "plan": plan.to_dict(),
+        "hardware": probe.to_dict(),
         "model_source": model_source,
         "versions": versions,
     }
     write_json_atomic(run_dir / "config.json", resolved)
     say(f"tl: {task.name} on {backend.name} | model {config.model} | {len(train_enc)} train / "
-        f"{len(eval_enc)} eval examples | labels {', '.join(labels)} | {precision} ({precision_reason})")
+        f"{len(eval_enc)} eval examples | labels {', '.join(labels)}")
+    say(f"tl: plan: {plan.summary()}")
+    for note in plan.notes:
+        say(f"tl: note: {note}")
     say(f"tl: run directory {run_dir}")
 
     model = backend.build_model(checkpoint, head, tokenizer, init=config.init, seed=config.seed, info=info)
     history = History(run_dir / "history.jsonl")
-    per_epoch = steps_per_epoch(len(train_enc), config.batch_size)
+    lengths = train_enc.lengths
+
+    def order(epoch: int) -> list:
+        return accumulation_split(train_order(lengths, config.batch_size, config.seed, epoch), plan.grad_accum)
+
+    micro_per_epoch = len(order(0))
+    per_epoch = micro_per_epoch // plan.grad_accum  # optimizer steps
     total_steps = per_epoch * config.epochs
     progress = Progress(total_steps, disable=quiet)
-    lengths = train_enc.lengths
     epoch_metrics: dict[str, Any] = {}
     state = {"step": 0, "t_train": 0.0, "t_eval": 0.0}
 
     def batches(epoch: int):
-        return iter_batches(train_enc, train_order(lengths, config.batch_size, config.seed, epoch))
+        return iter_batches(train_enc, order(epoch))
 
     def on_step(step: int, loss: float, n: int) -> None:
         state["step"] = step
@@ -181,7 +195,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
 
     t_start = time.perf_counter()
     try:
-        backend.train(model, batches, per_epoch, settings, TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end))
+        backend.train(model, batches, micro_per_epoch, settings,
+                      TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end))
     finally:
         progress.close()
         history.close()
@@ -211,6 +226,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         "dataset": config.dataset,
         "seed": config.seed,
         "precision": precision,
+        "effective_batch": plan.effective_batch,
+        "grad_accum": plan.grad_accum,
     }
     write_json_atomic(run_dir / "metrics.json", metrics)
     try:
@@ -221,8 +238,3 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         say(f"tl: warning: could not write plots ({type(exc).__name__}: {exc})")
     pm.hook.tl_on_evaluate(run_dir=run_dir, metrics=metrics)
     return RunResult(run_dir, metrics)
-
-
-def _device(backend: Backend) -> str:
-    probe = getattr(backend, "device_name", None)
-    return probe() if callable(probe) else "cpu"

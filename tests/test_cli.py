@@ -22,7 +22,7 @@ def tl(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedPro
                           cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["plugins", "--json"], ["env"], ["run", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["plugins"], ["plugins", "--json"], ["env", "--no-frameworks"], ["run", "--help"]])
 def test_light_commands_import_no_framework(args):
     code = (
         "import sys\nfrom tl.cli import main\n"

@@ -31,7 +31,7 @@ def test_shipped_recipes_are_valid():
     ("epoch = 3\n", "unknown key 'epoch'"),
     ("epochs = \n", "not valid TOML"),
     ("epochs = 0\n", "epochs must be > 0"),
-    ('precision = "fp16"\n', "precision must be one of"),
+    ('precision = "fp8"\n', "precision must be one of"),
     ('lr = "fast"\n', "lr must be a number"),
 ])
 def test_bad_recipes(tmp_path, text, match):

@@ -66,7 +66,7 @@ def bert_state(config: dict, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def make_checkpoint(directory: Path, *, hidden: int = 32, layers: int = 2, heads: int = 4, seed: int = 0,
-                    prefixed: bool = False) -> Path:
+                    prefixed: bool = False, dropout: float = 0.1) -> Path:
     """A BertModel-style checkpoint (unprefixed keys, like MiniLM) unless ``prefixed``, where keys are
     written the way transformers 5 saves a BertFor* model (``bert.`` prefix)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -74,7 +74,7 @@ def make_checkpoint(directory: Path, *, hidden: int = 32, layers: int = 2, heads
     config = {
         "architectures": ["BertModel"], "model_type": "bert", "vocab_size": len(vocab), "hidden_size": hidden,
         "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": hidden * 2,
-        "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu", "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout,
         "max_position_embeddings": 64, "type_vocab_size": 2, "initializer_range": 0.02,
         "layer_norm_eps": 1e-12, "pad_token_id": 0,
     }

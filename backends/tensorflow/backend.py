@@ -7,12 +7,9 @@ from pathlib import Path
 
 from tl.batching import Batch
 from tl.config import TrainSettings
-from tl.hardware import resolve_cpu_precision
 from tl.interfaces import Backend, Capabilities, HeadSpec, Model, TrainCallbacks
+from tl.plan import CUDA_BF16_CAPABILITY, Accelerator
 from tl.tokenization import Tokenizer
-
-#: GPUs from this compute capability on (Ampere) compute bf16 natively.
-BF16_COMPUTE_CAPABILITY = (8, 0)
 
 
 class TensorflowBackend(Backend):
@@ -22,7 +19,7 @@ class TensorflowBackend(Backend):
     install_hint = "pip install 'tl[tensorflow]'"
     capabilities = Capabilities(
         heads=("sequence_classification",),
-        precisions=("fp32", "bf16"),
+        precisions=("fp32", "bf16", "fp16"),
         distributed=(),
         exports=("savedmodel",),
     )
@@ -32,18 +29,14 @@ class TensorflowBackend(Backend):
 
         set_threads(threads)
 
-    def resolve_precision(self, requested: str) -> tuple[str, str]:
-        from tl_tensorflow.model import gpu_compute_capability
+    def probe_accelerators(self) -> tuple[Accelerator, ...]:
+        from tl_tensorflow.model import gpu_devices
 
-        capability = gpu_compute_capability()
-        if capability is not None:
-            native = capability >= BF16_COMPUTE_CAPABILITY
-            if requested in ("auto", "bf16") and native:
-                return "bf16", f"{requested}: GPU computes bf16 natively"
-            if requested == "bf16":
-                return "fp32", "bf16 requested but this GPU has no bf16; falling back to fp32"
-            return "fp32", requested
-        return resolve_cpu_precision(requested)
+        return tuple(
+            Accelerator("cuda", name, None, capability,
+                        bf16=capability is not None and capability >= CUDA_BF16_CAPABILITY, fp16=True)
+            for name, capability in gpu_devices()
+        )
 
     def build_model(self, checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int,
                     info: dict) -> Model:

@@ -100,14 +100,14 @@ IGNORED_PREFIXES = ("cls.",)
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 
 
-def gpu_compute_capability() -> tuple[int, int] | None:
-    """Compute capability of the first visible GPU, or None without one."""
-    gpus = _GPUS
-    if not gpus:
-        return None
-    details = tf.config.experimental.get_device_details(gpus[0])
-    capability = details.get("compute_capability")
-    return tuple(capability) if capability else (0, 0)
+def gpu_devices() -> list[tuple[str, tuple[int, int] | None]]:
+    """(name, compute capability) of each visible GPU; listing does not allocate GPU memory."""
+    out = []
+    for gpu in _GPUS:
+        details = tf.config.experimental.get_device_details(gpu)
+        capability = details.get("compute_capability")
+        out.append((details.get("device_name", gpu.name), tuple(capability) if capability else None))
+    return out
 
 
 class BertClassifier(keras.Model):
@@ -357,9 +357,9 @@ class TensorflowModel(Model):
         self._predict = None
 
     def set_precision(self, precision: str) -> None:
-        """``bf16``: Keras' mixed_bfloat16 policy (float32 variables, bf16 compute) everywhere but the
-        head, which stays float32; ``fp32`` otherwise."""
-        policy = "mixed_bfloat16" if precision == "bf16" else "float32"
+        """``bf16``/``fp16``: Keras' mixed_bfloat16/mixed_float16 policy (float32 variables, 16-bit
+        compute) everywhere but the head, which stays float32; ``fp32`` otherwise."""
+        policy = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}.get(precision, "float32")
         for layer in self.network._flatten_layers(include_self=True, recursive=True):
             if layer is not self.network.classifier:
                 layer.dtype_policy = policy

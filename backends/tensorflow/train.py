@@ -48,13 +48,15 @@ class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """``lr * factor(step)``: linear warm-up with factor (step+1)/(warmup+1) for ``warmup`` steps, then
     linear decay to 0 at ``total`` (tl_torch.train.linear_schedule, step-for-step)."""
 
-    def __init__(self, lr: float, total_steps: int, warmup_steps: int) -> None:
+    def __init__(self, lr: float, total_steps: int, warmup_steps: int, accum: int = 1) -> None:
         self.lr = float(lr)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
+        #: Keras calls schedules with its micro-step counter under gradient accumulation.
+        self.accum = int(accum)
 
     def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
+        step = keras.ops.floor(keras.ops.cast(step, "float32") / float(self.accum))
         warmup = float(self.warmup_steps)
         rising = (step + 1.0) / (warmup + 1.0)
         falling = keras.ops.maximum(
@@ -63,20 +65,25 @@ class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return self.lr * keras.ops.where(step < warmup, rising, falling)
 
     def get_config(self) -> dict:
-        return {"lr": self.lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+        return {"lr": self.lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "accum": self.accum}
 
 
 def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, warmup: int):
     """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe)."""
     optimizer = keras.optimizers.AdamW(
-        learning_rate=LinearSchedule(settings.lr, total, warmup),
+        learning_rate=LinearSchedule(settings.lr, total, warmup, max(1, settings.grad_accum)),
         weight_decay=settings.weight_decay,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=ADAM_EPSILON,
         global_clipnorm=MAX_GRAD_NORM,
+        # Keras averages the micro-batch gradients and steps every N calls; schedules see real steps
+        gradient_accumulation_steps=settings.grad_accum if settings.grad_accum > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_list=[s.variable for s in weight_map(model.network) if not s.decays])
+    if settings.precision == "fp16" and settings.loss_scaling:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
@@ -125,23 +132,30 @@ def make_dataset(train_batches: Callable[[int], Iterable[Batch]], epochs: int, s
 class Report(keras.callbacks.Callback):
     """Forwards fit's per-batch numbers to tl's callbacks."""
 
-    def __init__(self, callbacks: TrainCallbacks) -> None:
+    def __init__(self, callbacks: TrainCallbacks, accum: int = 1) -> None:
         super().__init__()
         self.callbacks = callbacks
+        self.accum = accum
         self.step = 0
         self.loss_sum = 0.0
         self.n_batches = 0
+        self._micro: list[tuple[float, int]] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.loss_sum = 0.0
         self.n_batches = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float(logs["loss"])
+        self._micro.append((float(logs["loss"]), int(logs["samples"])))
+        if len(self._micro) < self.accum:
+            return
+        rows = sum(n for _, n in self._micro)
+        loss = sum(v * n for v, n in self._micro) / rows  # the optimizer step's mean loss
+        self._micro = []
         self.loss_sum += loss
         self.n_batches += 1
         self.step += 1
-        self.callbacks.on_step(self.step, loss, int(logs["samples"]))
+        self.callbacks.on_step(self.step, loss, rows)
 
     def on_epoch_end(self, epoch, logs=None):
         self.callbacks.on_epoch_end(epoch, self.loss_sum / max(1, self.n_batches))
@@ -153,7 +167,8 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
     seed_everything(settings.seed)
     model.set_precision(settings.precision)
     network = model.network
-    total = steps_per_epoch * settings.epochs
+    accum = max(1, settings.grad_accum)
+    total = steps_per_epoch // accum * settings.epochs  # optimizer steps
     warmup = int(settings.warmup_ratio * total)
     network.compile(
         optimizer=make_optimizer(model, settings, total, warmup),
@@ -166,4 +181,4 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
         return
     dataset = make_dataset(train_batches, settings.epochs, steps_per_epoch)
     network.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
-                callbacks=[Report(callbacks)])
+                callbacks=[Report(callbacks, accum)])

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tl.batching import Batch
 from tl.config import TrainSettings
-from tl.hardware import resolve_cpu_precision
 from tl.interfaces import Backend, Capabilities, HeadSpec, Model, TrainCallbacks
+from tl.plan import CUDA_BF16_CAPABILITY, Accelerator
 from tl.tokenization import Tokenizer
 
 
@@ -19,7 +19,7 @@ class TorchBackend(Backend):
     install_hint = "pip install 'tl[torch]'"
     capabilities = Capabilities(
         heads=("sequence_classification",),
-        precisions=("fp32", "bf16"),
+        precisions=("fp32", "bf16", "fp16"),
         distributed=(),
     )
 
@@ -28,16 +28,18 @@ class TorchBackend(Backend):
 
         set_threads(threads)
 
-    def resolve_precision(self, requested: str) -> tuple[str, str]:
+    def probe_accelerators(self) -> tuple[Accelerator, ...]:
         import torch
 
-        if torch.cuda.is_available():
-            if requested in ("auto", "bf16") and torch.cuda.is_bf16_supported():
-                return "bf16", f"{requested}: GPU computes bf16 natively"
-            if requested == "bf16":
-                return "fp32", "bf16 requested but this GPU has no bf16; falling back to fp32"
-            return "fp32", requested
-        return resolve_cpu_precision(requested)
+        if not torch.cuda.is_available():
+            return ()
+        out = []
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            capability = (props.major, props.minor)
+            out.append(Accelerator("cuda", props.name, round(props.total_memory / 2**30, 1), capability,
+                                   bf16=capability >= CUDA_BF16_CAPABILITY, fp16=True))
+        return tuple(out)
 
     def build_model(self, checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int,
                     info: dict) -> Model:

@@ -32,8 +32,9 @@ class TorchModel(Model):
         self.precision = "fp32"
 
     def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(device_type=device().type, dtype=torch.bfloat16)
+        if self.precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            return torch.autocast(device_type=device().type, dtype=dtype)
         return contextlib.nullcontext()
 
     def logits(self, batches: Iterable[Batch]) -> np.ndarray:

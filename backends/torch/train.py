@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from tl.batching import Batch
 from tl.config import TrainSettings
+from tl.errors import TLError
 from tl.interfaces import TrainCallbacks
 from tl_torch.model import TorchModel, device, to_inputs
 
@@ -46,38 +47,60 @@ def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], floa
     return factor
 
 
+def groups(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:
+    """The micro-batches of one optimizer step at a time."""
+    group: list[Batch] = []
+    for b in batches:
+        group.append(b)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        raise TLError(f"{len(group)} micro-batches left over; expected groups of {size}")
+
+
 def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
           settings: TrainSettings, callbacks: TrainCallbacks) -> None:
+    """``steps_per_epoch`` counts micro-batches; every ``settings.grad_accum`` of them make one
+    optimizer step, each weighted by its share of the step's rows (so the step's loss is the mean
+    over all of them, exactly as without accumulation)."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
     model.precision = settings.precision
     module = model.module
     dev = device()
-    total = steps_per_epoch * settings.epochs
+    accum = max(1, settings.grad_accum)
+    total = steps_per_epoch // accum * settings.epochs
     warmup = int(settings.warmup_ratio * total)
     optimizer = torch.optim.AdamW(optimizer_groups(module, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, warmup))
-    loss_fn = torch.nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(dev.type, enabled=settings.loss_scaling and settings.precision == "fp16")
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
     step = 0
     for epoch in range(settings.epochs):
         module.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        n_batches = 0
-        for batch in train_batches(epoch):
-            inputs = to_inputs(batch, dev)
-            labels = torch.from_numpy(batch.labels).to(dev, non_blocking=True)
-            with model.autocast():
-                logits = module(**inputs).logits
-            loss = loss_fn(logits.float(), labels)
-            loss.backward()
+        n_steps = 0
+        for group in groups(train_batches(epoch), accum):
+            rows = sum(len(b) for b in group)
+            step_loss = torch.zeros((), dtype=torch.float32, device=dev)
+            for batch in group:
+                inputs = to_inputs(batch, dev)
+                labels = torch.from_numpy(batch.labels).to(dev, non_blocking=True)
+                with model.autocast():
+                    logits = module(**inputs).logits
+                loss = loss_fn(logits.float(), labels) / rows
+                scaler.scale(loss).backward()
+                step_loss += loss.detach()
+            scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(module.parameters(), MAX_GRAD_NORM)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_value = loss.detach()
-            loss_sum += loss_value
-            n_batches += 1
+            loss_sum += step_loss
+            n_steps += 1
             step += 1
-            callbacks.on_step(step, float(loss_value), len(batch))
+            callbacks.on_step(step, float(step_loss), rows)
         module.eval()
-        callbacks.on_epoch_end(epoch, float(loss_sum) / max(1, n_batches))
+        callbacks.on_epoch_end(epoch, float(loss_sum) / max(1, n_steps))

@@ -11,35 +11,55 @@ import click
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def env(as_json: bool) -> None:
-    """Show platform, versions, hardware probe and each backend's precision plan."""
+@click.option("--no-frameworks", is_flag=True,
+              help="Skip the backends' device probes (which import torch / tensorflow); CPU facts only.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Effective batch size to plan for.")
+def env(as_json: bool, no_frameworks: bool, batch_size: int) -> None:
+    """Show platform, versions, the hardware probe and each installed backend's training plan."""
     from tl import __version__
     from tl.assets import tl_home
     from tl.cli.common import load_registry
-    from tl.hardware import cpu_info, resolve_cpu_precision
+    from tl.errors import TLError
+    from tl.plan import PlanRequest, Probe, cpu_probe, make_plan
 
     registry, _ = load_registry()
-    cpu = cpu_info()
     backends = {}
     for name in registry.names("backend"):
         b = registry.items["backend"][name]
-        backends[name] = {"available": b.is_available(), "versions": b.versions(),
-                          "install_hint": b.install_hint}
-    precision, reason = resolve_cpu_precision("auto")
+        entry = {"available": b.is_available(), "versions": b.versions(), "install_hint": b.install_hint}
+        if entry["available"]:
+            try:
+                probe: Probe = cpu_probe() if no_frameworks else b.probe()
+                entry["probe"] = probe.to_dict()
+                entry["plan"] = make_plan(probe, PlanRequest(batch_size=batch_size)).to_dict()
+            except TLError as exc:
+                entry["error"] = str(exc)
+        backends[name] = entry
+    cpu = cpu_probe().cpu
     data = {
         "tl": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
         "tl_home": str(tl_home()), "cpu": cpu.to_dict(), "backends": backends,
-        "cpu_plan": {"precision": precision, "reason": reason, "threads": cpu.usable_cores},
     }
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(data, indent=2, default=str))
         return
     click.echo(f"tl {data['tl']} | Python {data['python']} | {data['platform']}")
     click.echo(f"cache: {data['tl_home']}")
     click.echo(f"cpu: {cpu.model} | {cpu.usable_cores}/{cpu.logical_cores} cores usable | {cpu.memory_gib} GiB | "
                f"features: {', '.join(cpu.features) or 'none'}")
-    click.echo(f"cpu plan: {precision} ({reason}), {cpu.usable_cores} threads")
     for name, b in backends.items():
-        state = "available" if b["available"] else f"not installed ({b['install_hint']})"
         versions = ", ".join(f"{k} {v}" for k, v in b["versions"].items())
-        click.echo(f"backend {name}: {state} | {versions}")
+        if not b["available"]:
+            click.echo(f"backend {name}: not installed ({b['install_hint']})")
+            continue
+        click.echo(f"backend {name}: {versions}")
+        for acc in b.get("probe", {}).get("accelerators", []):
+            click.echo(f"  device: {acc['kind']} {acc['name']} capability {acc['capability']} "
+                       f"memory {acc['memory_gib']} GiB bf16={acc['bf16']}")
+        if "plan" in b:
+            p = b["plan"]
+            click.echo(f"  plan: {p['device']} | {p['precision']} ({p['precision_reason']}) | batch "
+                       f"{p['effective_batch']} = {p['per_device_batch']} x {p['grad_accum']} | {p['threads']} threads")
+        if "error" in b:
+            click.echo(f"  error: {b['error']}")

@@ -29,7 +29,12 @@ from tl.errors import UsageError
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (initialisation, data order, dropout).")
 @click.option("--max-train-samples", type=click.IntRange(min=1), help="Train on a fixed random subset of this size.")
 @click.option("--max-eval-samples", type=click.IntRange(min=1), help="Evaluate on a fixed random subset of this size.")
-@click.option("--precision", type=click.Choice(PRECISIONS), help="auto: bf16 where the hardware computes it natively.")
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="auto: bf16 where the hardware computes it natively, fp16 on GPUs without bf16, else fp32.")
+@click.option("--precision-strict", is_flag=True, default=None,
+              help="Fail instead of falling back to fp32 when --precision cannot be honoured here.")
+@click.option("--grad-accum", type=click.IntRange(min=1),
+              help="Micro-batches per optimizer step (the effective batch stays --batch-size).")
 @click.option("--init", type=click.Choice(INITS), help="pretrained weights, or scratch (same architecture, random).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")

@@ -1,0 +1,83 @@
+"""The training plan's choices on faked hardware, and gradient accumulation that keeps the result."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from tinybert import make_checkpoint
+
+from tl.config import resolve
+from tl.errors import UsageError
+from tl.hardware import CpuInfo
+from tl.plan import Accelerator, PlanRequest, Probe, make_plan
+from tl.plugins import get_plugin_manager
+from tl.runner import run
+
+PLAIN_CPU = CpuInfo("Old Xeon", "x86_64", 8, 8, ("avx2",), 32.0)
+BF16_CPU = CpuInfo("Sapphire Rapids", "x86_64", 16, 16, ("amx_bf16", "avx2", "avx512_bf16", "avx512f"), 64.0)
+A100 = Accelerator("cuda", "A100", 80.0, (8, 0), bf16=True)
+T4 = Accelerator("cuda", "T4", 16.0, (7, 5), bf16=False)
+
+
+def plan(cpu=PLAIN_CPU, accelerators=(), **request):
+    return make_plan(Probe(cpu, tuple(accelerators)), PlanRequest(**request))
+
+
+def test_no_gpu_plain_cpu():
+    p = plan()
+    assert (p.device, p.precision, p.loss_scaling) == ("cpu", "fp32", False)
+    assert "no native bf16" in p.precision_reason
+    assert (p.threads, p.per_device_batch, p.grad_accum, p.effective_batch) == (8, 32, 1, 32)
+
+
+def test_bf16_cpu_picks_bf16():
+    p = plan(BF16_CPU)
+    assert p.precision == "bf16" and "amx_bf16" in p.precision_reason and "avx512_bf16" in p.precision_reason
+
+
+def test_fp16_only_gpu_uses_fp16_with_loss_scaling():
+    p = plan(BF16_CPU, [T4])
+    assert (p.device, p.device_name, p.precision, p.loss_scaling) == ("cuda", "T4", "fp16", True)
+    fallback = plan(BF16_CPU, [T4], precision="bf16")
+    assert fallback.precision == "fp32" and "no native bf16; falling back to fp32" in fallback.precision_reason
+    with pytest.raises(UsageError, match="bf16 requested but the CUDA GPU has no native bf16"):
+        plan(BF16_CPU, [T4], precision="bf16", strict=True)
+
+
+def test_bf16_gpu_and_two_gpus():
+    p = plan(PLAIN_CPU, [A100, dataclasses.replace(A100)])
+    assert (p.device, p.precision, p.device_count) == ("cuda", "bf16", 2)
+    assert any("2 devices visible" in n for n in p.notes)
+
+
+def test_requests_that_cannot_be_honoured_on_cpu():
+    assert plan(precision="bf16").precision == "fp32"
+    assert plan(precision="fp16").precision == "fp32"
+    with pytest.raises(UsageError, match="fp16 requested but the CPU has no fast fp16"):
+        plan(precision="fp16", strict=True)
+    assert plan(BF16_CPU, precision="fp32").precision == "fp32"
+
+
+def test_batch_arithmetic():
+    assert (plan(batch_size=32, grad_accum=4).per_device_batch, plan(batch_size=32, grad_accum=4).grad_accum) == (8, 4)
+    p = plan(batch_size=32, max_device_batch=12)
+    assert (p.per_device_batch, p.grad_accum) == (8, 4)
+    assert (plan(batch_size=32, world_size=2, local_world_size=2).per_device_batch) == 16
+    assert plan(batch_size=32, world_size=2, local_world_size=2).threads == 4
+    with pytest.raises(UsageError, match="does not split into 3 accumulation steps"):
+        plan(batch_size=32, grad_accum=3)
+
+
+def test_gradient_accumulation_keeps_the_result(registry, tmp_path, tiny_data, backend_name):
+    """Batch 16 in one step or as 2 x 8 accumulated: the same rows per optimizer step, same numbers."""
+    ckpt = make_checkpoint(tmp_path / "nodrop", dropout=0.0)
+    metrics = {}
+    for accum in (1, 2):
+        options = {"backend": backend_name, "model": str(ckpt), "dataset": str(tiny_data), "epochs": 2,
+                   "batch_size": 16, "grad_accum": accum, "lr": 5e-3, "max_length": 32, "precision": "fp32",
+                   "output": str(tmp_path / f"a{accum}")}
+        metrics[accum] = run(resolve(options, {}, {}), registry, get_plugin_manager(), quiet=True).metrics
+    assert metrics[2]["grad_accum"] == 2 and metrics[2]["train_steps"] == metrics[1]["train_steps"]
+    assert metrics[1]["eval_loss"] == pytest.approx(metrics[2]["eval_loss"], abs=2e-3)
+    assert metrics[1]["eval_accuracy"] == pytest.approx(metrics[2]["eval_accuracy"], abs=0.02)
