@@ -73,16 +73,18 @@ def train_order(
     return batches
 
 
-def accumulation_split(order: list[np.ndarray], accum: int) -> list[np.ndarray]:
-    """Split each (effective) batch into ``accum`` near-equal micro-batches, in order, so one optimizer
-    step sees exactly the rows it would see without accumulation. A final batch with fewer rows than
-    ``accum`` is dropped (at most ``accum - 1`` examples an epoch)."""
-    if accum <= 1:
+def accumulation_split(order: list[np.ndarray], accum: int, world: int = 1, rank: int = 0) -> list[np.ndarray]:
+    """Split each (effective) batch into ``accum`` near-equal micro-batches, and each of those into
+    ``world`` shards of which this process takes number ``rank``: one optimizer step over all
+    processes sees exactly the rows it would see in one process without accumulation. A final batch
+    with fewer than ``accum * world`` rows is dropped (at most that many examples an epoch)."""
+    if accum <= 1 and world <= 1:
         return order
     out: list[np.ndarray] = []
     for rows in order:
-        if len(rows) >= accum:
-            out.extend(np.array_split(rows, accum))
+        if len(rows) >= accum * world:
+            for micro in np.array_split(rows, accum):
+                out.append(np.array_split(micro, world)[rank] if world > 1 else micro)
     return out
 
 

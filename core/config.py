@@ -150,3 +150,6 @@ class TrainSettings:
     #: Micro-batches per optimizer step; the core yields them in groups of this size.
     grad_accum: int = 1
     loss_scaling: bool = False
+    #: Processes training together (torchrun); each gets its shard of every micro-batch.
+    world_size: int = 1
+    rank: int = 0

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,8 @@ from tl.batching import accumulation_split, iter_batches, train_order
 from tl.checkpoint import check_checkpoint_dir, read_config, verify_weights
 from tl.config import RunConfig, TrainSettings, to_dict
 from tl.data import Examples, Splits
-from tl.errors import BackendUnavailable, DataError
+from tl.distributed import world_from_env
+from tl.errors import BackendUnavailable, DataError, UsageError
 from tl.interfaces import Backend, HeadSpec, Task, TrainCallbacks
 from tl.metrics import cross_entropy
 from tl.modelio import dataset_logits, encode, save_model
@@ -103,6 +106,12 @@ def evaluate(model, encoded, labels: tuple[str, ...], task: Task, batch_size: in
 def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, quiet: bool = False) -> RunResult:
     task = registry.get("task", config.task)
     backend = get_backend(registry, config.backend)
+    world = world_from_env()
+    if world.size > 1 and "ddp" not in backend.capabilities.distributed:
+        raise UsageError(f"backend {backend.name!r} cannot train in a {world.size}-process group launched by "
+                         "torchrun; see README: distributed training")
+    if not world.is_main:
+        quiet = True
     checkpoint, model_source = resolve_model(config.model, registry)
     check_checkpoint_dir(checkpoint)
     read_config(checkpoint)
@@ -110,7 +119,10 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     splits = load_splits(config, registry)
     labels = label_space(task, splits)
     tokenizer = Tokenizer.from_dir(checkpoint)
-    run_dir = prepare_run_dir(config.output, task.name, backend.name, overwrite=overwrite)
+    if world.is_main:
+        run_dir = prepare_run_dir(config.output, task.name, backend.name, overwrite=overwrite)
+    else:  # only rank 0 writes the run directory; the others keep their scratch files private
+        run_dir = Path(tempfile.mkdtemp(prefix=f"tl-rank{world.rank}-"))
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     t0 = time.perf_counter()
@@ -123,14 +135,15 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     probe = backend.probe()
     plan = make_plan(probe, PlanRequest(
         precision=config.precision, strict=bool(config.precision_strict), batch_size=config.batch_size,
-        grad_accum=config.grad_accum, threads=config.threads,
+        grad_accum=config.grad_accum, threads=config.threads, world_size=world.size,
+        local_world_size=world.local_size, distributed="ddp" if world.size > 1 else "none",
     ))
     backend.configure(plan.threads)
     precision = plan.precision
     settings = TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio, seed=config.seed, precision=precision, threads=plan.threads,
-        grad_accum=plan.grad_accum, loss_scaling=plan.loss_scaling,
+        grad_accum=plan.grad_accum, loss_scaling=plan.loss_scaling, world_size=world.size, rank=world.rank,
     )
     head = HeadSpec(task.head_kind, labels)
     versions = {"tl": __version__, "python": platform.python_version(), **backend.versions()}
@@ -159,7 +172,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     lengths = train_enc.lengths
 
     def order(epoch: int) -> list:
-        return accumulation_split(train_order(lengths, config.batch_size, config.seed, epoch), plan.grad_accum)
+        return accumulation_split(train_order(lengths, config.batch_size, config.seed, epoch), plan.grad_accum,
+                                  world.size, world.rank)
 
     micro_per_epoch = len(order(0))
     per_epoch = micro_per_epoch // plan.grad_accum  # optimizer steps
@@ -191,7 +205,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
             progress.write(f"epoch {epoch + 1}/{config.epochs}: train_loss {train_loss:.4f} | "
                            f"eval_loss {row['eval_loss']:.4f} | eval_accuracy {row['eval_accuracy']:.4f} | "
                            f"eval_macro_f1 {row['eval_macro_f1']:.4f}")
-        pm.hook.tl_on_epoch_end(run_dir=run_dir, epoch=epoch + 1, logs=row)
+        if world.is_main:
+            pm.hook.tl_on_epoch_end(run_dir=run_dir, epoch=epoch + 1, logs=row)
 
     t_start = time.perf_counter()
     try:
@@ -202,6 +217,9 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         history.close()
     wall = time.perf_counter() - t_start
     train_runtime = wall - state["t_eval"]
+    if not world.is_main:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return RunResult(run_dir, {**epoch_metrics, "rank": world.rank})
 
     model_dir = save_model(model, run_dir / "model", {
         "task": task.name, "max_length": config.max_length, "versions": versions,
@@ -228,6 +246,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         "precision": precision,
         "effective_batch": plan.effective_batch,
         "grad_accum": plan.grad_accum,
+        "world_size": world.size,
     }
     write_json_atomic(run_dir / "metrics.json", metrics)
     try:

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from tinybert import make_checkpoint, synthetic_rows, write_csv
 
 BACKENDS = [b for b, mod in (("torch", "torch"), ("tensorflow", "tensorflow")) if importlib.util.find_spec(mod)]

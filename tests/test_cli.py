@@ -9,9 +9,10 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from tinybert import synthetic_rows, write_csv
 
 from tl.cli import cli
+
+from tinybert import synthetic_rows, write_csv
 
 FRAMEWORKS = ("torch", "tensorflow", "keras", "transformers", "keras_hub")
 

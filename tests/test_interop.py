@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BACKENDS
-from tinybert import synthetic_rows
 
 from tl.config import resolve
 from tl.modelio import dataset_logits, encode, load_saved
 from tl.plugins import get_plugin_manager
 from tl.runner import get_backend, run
+
+from conftest import BACKENDS
+from tinybert import synthetic_rows
 
 pytestmark = pytest.mark.skipif(len(BACKENDS) < 2, reason="needs both torch and tensorflow")
 DIRECTIONS = [("torch", "tensorflow"), ("tensorflow", "torch")]

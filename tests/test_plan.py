@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from tinybert import make_checkpoint
 
 from tl.config import resolve
 from tl.errors import UsageError
@@ -13,6 +12,8 @@ from tl.hardware import CpuInfo
 from tl.plan import Accelerator, PlanRequest, Probe, make_plan
 from tl.plugins import get_plugin_manager
 from tl.runner import run
+
+from tinybert import make_checkpoint
 
 PLAIN_CPU = CpuInfo("Old Xeon", "x86_64", 8, 8, ("avx2",), 32.0)
 BF16_CPU = CpuInfo("Sapphire Rapids", "x86_64", 16, 16, ("amx_bf16", "avx2", "avx512_bf16", "avx512f"), 64.0)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from tinybert import synthetic_rows, write_csv
 
 from tl.config import resolve
 from tl.modelio import load_saved, predict
 from tl.runner import get_backend, run
+
+from tinybert import synthetic_rows, write_csv
 
 FAST = {"epochs": 4, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.1, "precision": "fp32", "max_length": 32}
 

@@ -20,7 +20,7 @@ class TorchBackend(Backend):
     capabilities = Capabilities(
         heads=("sequence_classification",),
         precisions=("fp32", "bf16", "fp16"),
-        distributed=(),
+        distributed=("ddp",),
     )
 
     def configure(self, threads: int | None) -> None:

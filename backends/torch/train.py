@@ -69,6 +69,9 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
     model.precision = settings.precision
     module = model.module
     dev = device()
+    world = settings.world_size
+    if world > 1:
+        module = join_process_group(module, dev)
     accum = max(1, settings.grad_accum)
     total = steps_per_epoch // accum * settings.epochs
     warmup = int(settings.warmup_ratio * total)
@@ -83,14 +86,18 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
         n_steps = 0
         for group in groups(train_batches(epoch), accum):
             rows = sum(len(b) for b in group)
+            if world > 1:  # every rank holds a shard: weight by the rows of the whole step
+                rows = all_reduce_sum(float(rows), dev)
+                rows = int(round(rows))
             step_loss = torch.zeros((), dtype=torch.float32, device=dev)
             for batch in group:
                 inputs = to_inputs(batch, dev)
                 labels = torch.from_numpy(batch.labels).to(dev, non_blocking=True)
                 with model.autocast():
                     logits = module(**inputs).logits
+                # DDP averages gradients over ranks, so each rank's share is scaled back up by ``world``
                 loss = loss_fn(logits.float(), labels) / rows
-                scaler.scale(loss).backward()
+                scaler.scale(loss * world).backward()
                 step_loss += loss.detach()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(module.parameters(), MAX_GRAD_NORM)
@@ -98,9 +105,33 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
             scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            if world > 1:
+                step_loss = torch.tensor(all_reduce_sum(float(step_loss), dev))
             loss_sum += step_loss
             n_steps += 1
             step += 1
             callbacks.on_step(step, float(step_loss), rows)
         module.eval()
         callbacks.on_epoch_end(epoch, float(loss_sum) / max(1, n_steps))
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def join_process_group(module: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
+    """Join torchrun's process group (gloo on CPU, NCCL on CUDA) and wrap the module in DDP.
+    Gradients are averaged over ranks during backward."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if dev.type == "cuda":
+        return DistributedDataParallel(module, device_ids=[dev.index or 0])
+    return DistributedDataParallel(module)
+
+
+def all_reduce_sum(value: float, dev: torch.device) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=dev)
+    torch.distributed.all_reduce(t)
+    return float(t.item())

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import click
 
@@ -38,10 +41,12 @@ from tl.errors import UsageError
 @click.option("--init", type=click.Choice(INITS), help="pretrained weights, or scratch (same architecture, random).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
+@click.option("--nproc", type=click.IntRange(min=1),
+              help="Train with N processes on this machine (torch: launches torchrun for you; DDP).")
 @click.option("--overwrite", is_flag=True, help="Allow --output to name an existing, non-empty directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; print only the final metrics.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
-def run(recipe: str | None, overwrite: bool, quiet: bool, as_json: bool, **options) -> None:
+def run(recipe: str | None, nproc: int | None, overwrite: bool, quiet: bool, as_json: bool, **options) -> None:
     """Fine-tune a model on labelled text and evaluate it.
 
     RECIPE is an optional TOML file of the same options (e.g. recipes/quickstart.toml);
@@ -49,6 +54,9 @@ def run(recipe: str | None, overwrite: bool, quiet: bool, as_json: bool, **optio
     """
     from tl.cli.common import load_registry
     from tl.runner import run as execute
+
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _launch(nproc)
 
     registry, pm = load_registry()
     recipe_values = load_recipe(recipe) if recipe else {}
@@ -59,6 +67,10 @@ def run(recipe: str | None, overwrite: bool, quiet: bool, as_json: bool, **optio
     if not config.dataset:
         raise UsageError(f"task {task.name!r} has no default dataset; pass --dataset")
     result = execute(config, registry, pm, overwrite=overwrite, quiet=quiet)
+    from tl.distributed import world_from_env
+
+    if not world_from_env().is_main:
+        return
     m = result.metrics
     if as_json:
         click.echo(json.dumps({k: v for k, v in m.items() if k not in ("eval_per_class",)}, default=str))
@@ -69,3 +81,26 @@ def run(recipe: str | None, overwrite: bool, quiet: bool, as_json: bool, **optio
         f"{m['train_runtime_s']:.1f}s"
     )
     click.echo(f"run directory: {result.run_dir}  (predict: tl predict --model {result.run_dir / 'model'} \"some text\")")
+
+
+def _launch(nproc: int) -> None:
+    """Re-run this command under torchrun with ``nproc`` processes (rank 0 writes the run)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("--nproc needs torch (it launches torchrun): pip install 'tl[torch]'")
+    args = list(sys.argv[1:])
+    cleaned, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+            continue
+        if a == "--nproc":
+            skip = True
+            continue
+        if a.startswith("--nproc="):
+            continue
+        cleaned.append(a)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "tl", *cleaned]
+    raise SystemExit(subprocess.call(command))
