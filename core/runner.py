@@ -107,9 +107,10 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     task = registry.get("task", config.task)
     backend = get_backend(registry, config.backend)
     world = world_from_env()
-    if world.size > 1 and "ddp" not in backend.capabilities.distributed:
+    if world.size > 1 and world.mode not in backend.capabilities.distributed:
+        launcher = {"ddp": "torchrun", "multi-worker": "TF_CONFIG"}.get(world.mode, world.mode)
         raise UsageError(f"backend {backend.name!r} cannot train in a {world.size}-process group launched by "
-                         "torchrun; see README: distributed training")
+                         f"{launcher}; see README: distributed training")
     if not world.is_main:
         quiet = True
     checkpoint, model_source = resolve_model(config.model, registry)
@@ -136,7 +137,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     plan = make_plan(probe, PlanRequest(
         precision=config.precision, strict=bool(config.precision_strict), batch_size=config.batch_size,
         grad_accum=config.grad_accum, threads=config.threads, world_size=world.size,
-        local_world_size=world.local_size, distributed="ddp" if world.size > 1 else "none",
+        local_world_size=world.local_size, distributed=world.mode,
     ))
     backend.configure(plan.threads)
     precision = plan.precision
