@@ -33,6 +33,8 @@ class RunConfig:
     label_column: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
+    #: ``--batch-size auto``: keep the effective batch, search the largest per-device batch that fits.
+    auto_batch: bool | None = None
     lr: float | None = None
     weight_decay: float | None = None
     warmup_ratio: float | None = None
@@ -91,6 +93,11 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
 def resolve(cli: dict[str, Any], recipe: dict[str, Any], task_defaults: dict[str, Any]) -> RunConfig:
     """Merge the layers; CLI options that are ``None`` were not given."""
     merged: dict[str, Any] = {}
+    cli, recipe = dict(cli), dict(recipe)
+    for layer in (cli, recipe):
+        if layer.get("batch_size") == "auto":
+            layer["batch_size"] = None
+            layer["auto_batch"] = True
     for name in FIELD_NAMES:
         for layer in (cli, recipe, task_defaults, DEFAULTS):
             if layer.get(name) is not None:

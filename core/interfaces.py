@@ -137,6 +137,11 @@ class Backend(ABC):
         """Apply process-wide settings (CPU threads) before any model is built; default: nothing."""
         return None
 
+    def max_device_batch(self, model: Model, max_length: int, upper: int) -> int | None:
+        """The largest per-device batch up to ``upper`` that fits in device memory at ``max_length``
+        tokens (``--batch-size auto``), or None where memory is not the limit (CPU)."""
+        return None
+
     def probe_accelerators(self) -> tuple[Accelerator, ...]:
         """The accelerators this backend can train on here (empty: CPU only). May import the
         framework; must not allocate device memory."""

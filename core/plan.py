@@ -8,6 +8,7 @@ or is an error under ``strict``. The effective batch is kept: per-device batch x
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -179,3 +180,14 @@ def make_plan(probe: Probe, request: PlanRequest) -> TrainingPlan:
 
 def cpu_probe() -> Probe:
     return Probe(cpu_info())
+
+
+def find_max_batch(fits: Callable[[int], bool], upper: int) -> int:
+    """The largest batch (``upper``, halved until it fits) for which ``fits(batch)`` is true;
+    ``fits`` runs one forward and backward pass and returns False on out-of-memory."""
+    batch = upper
+    while batch > 1 and not fits(batch):
+        batch //= 2
+    if batch == 1 and not fits(1):
+        raise UsageError("even a batch of one example does not fit in device memory; lower --max-length")
+    return batch

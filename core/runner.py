@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import shutil
 import sys
@@ -134,11 +135,12 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     tokenize_s = time.perf_counter() - t0
 
     probe = backend.probe()
-    plan = make_plan(probe, PlanRequest(
+    request = PlanRequest(
         precision=config.precision, strict=bool(config.precision_strict), batch_size=config.batch_size,
         grad_accum=config.grad_accum, threads=config.threads, world_size=world.size,
         local_world_size=world.local_size, distributed=world.mode,
-    ))
+    )
+    plan = make_plan(probe, request)
     backend.configure(plan.threads)
     precision = plan.precision
     settings = TrainSettings(
@@ -169,6 +171,17 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     say(f"tl: run directory {run_dir}")
 
     model = backend.build_model(checkpoint, head, tokenizer, init=config.init, seed=config.seed, info=info)
+    if config.auto_batch:
+        fitted = backend.max_device_batch(model, config.max_length, config.batch_size // world.size)
+        plan = make_plan(probe, dataclasses.replace(request, max_device_batch=fitted, grad_accum=None))
+        if fitted is None:
+            plan.notes.append(f"--batch-size auto: no memory search on {plan.device}; using batch {config.batch_size}")
+        settings = dataclasses.replace(settings, grad_accum=plan.grad_accum)
+        resolved["plan"] = plan.to_dict()
+        write_json_atomic(run_dir / "config.json", resolved)
+        say(f"tl: plan (batch-size auto): {plan.summary()}")
+        for note in plan.notes:
+            say(f"tl: note: {note}")
     history = History(run_dir / "history.jsonl")
     lengths = train_enc.lengths
 

@@ -82,3 +82,36 @@ def test_gradient_accumulation_keeps_the_result(registry, tmp_path, tiny_data, b
     assert metrics[2]["grad_accum"] == 2 and metrics[2]["train_steps"] == metrics[1]["train_steps"]
     assert metrics[1]["eval_loss"] == pytest.approx(metrics[2]["eval_loss"], abs=2e-3)
     assert metrics[1]["eval_accuracy"] == pytest.approx(metrics[2]["eval_accuracy"], abs=0.02)
+
+
+def test_find_max_batch_halves_until_it_fits():
+    from tl.plan import find_max_batch
+
+    tried = []
+
+    def fits(batch):
+        tried.append(batch)
+        return batch <= 12
+
+    assert find_max_batch(fits, 64) == 8 and tried == [64, 32, 16, 8]
+    with pytest.raises(UsageError, match="even a batch of one"):
+        find_max_batch(lambda b: False, 4)
+
+
+def test_batch_size_auto_on_cpu_keeps_the_batch(registry, tmp_path, tiny_checkpoint, tiny_data):
+    import json
+
+    pytest.importorskip("torch")
+
+    from click.testing import CliRunner
+
+    from tl.cli import cli
+
+    out = CliRunner().invoke(cli, ["run", "--model", str(tiny_checkpoint), "--dataset", str(tiny_data), "--epochs", "1",
+                                   "--batch-size", "auto", "--max-length", "32", "-o", str(tmp_path / "r")])
+    assert out.exit_code == 0, out.output
+    plan = json.loads((tmp_path / "r" / "config.json").read_text())["plan"]
+    assert (plan["effective_batch"], plan["per_device_batch"], plan["grad_accum"]) == (32, 32, 1)
+    assert any("no memory search on cpu" in n for n in plan["notes"])
+    bad = CliRunner().invoke(cli, ["run", "--batch-size", "many"])
+    assert bad.exit_code == 2 and "neither a positive integer nor 'auto'" in bad.output

@@ -8,7 +8,7 @@ from pathlib import Path
 from tl.batching import Batch
 from tl.config import TrainSettings
 from tl.interfaces import Backend, Capabilities, HeadSpec, Model, TrainCallbacks
-from tl.plan import CUDA_BF16_CAPABILITY, Accelerator
+from tl.plan import CUDA_BF16_CAPABILITY, Accelerator, find_max_batch
 from tl.tokenization import Tokenizer
 
 
@@ -27,6 +27,14 @@ class TorchBackend(Backend):
         from tl_torch.train import set_threads
 
         set_threads(threads)
+
+    def max_device_batch(self, model: Model, max_length: int, upper: int) -> int | None:
+        from tl_torch.model import device
+        from tl_torch.train import fits_in_memory
+
+        if device().type != "cuda":
+            return None
+        return find_max_batch(lambda batch: fits_in_memory(model, batch, max_length), upper)
 
     def probe_accelerators(self) -> tuple[Accelerator, ...]:
         import torch

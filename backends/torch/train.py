@@ -135,3 +135,21 @@ def all_reduce_sum(value: float, dev: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=dev)
     torch.distributed.all_reduce(t)
     return float(t.item())
+
+
+def fits_in_memory(model: TorchModel, batch: int, max_length: int) -> bool:
+    """One forward and backward pass at full length; False on CUDA out-of-memory."""
+    dev = device()
+    module = model.module
+    ids = torch.full((batch, max_length), 100, dtype=torch.long, device=dev)
+    try:
+        with model.autocast():
+            out = module(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        out.float().sum().backward()
+        return True
+    except torch.cuda.OutOfMemoryError:
+        return False
+    finally:
+        module.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()

@@ -13,6 +13,24 @@ from tl.config import INITS, PRECISIONS, load_recipe, resolve
 from tl.errors import UsageError
 
 
+class BatchSize(click.ParamType):
+    name = "batch-size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a positive integer nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{value} is not >= 1", param, ctx)
+        return number
+
+
+BATCH = BatchSize()
+
+
 @click.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
 @click.option("--task", help="Task name (see `tl plugins`). Default: sentiment.")
@@ -24,7 +42,8 @@ from tl.errors import UsageError
 @click.option("--text-pair-column", help="Second text column, for sentence-pair inputs.")
 @click.option("--label-column", help="Label column of local data files. Default: label.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Training epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Examples per training step.")
+@click.option("--batch-size", type=BATCH, metavar="N|auto",
+              help="Examples per optimizer step; auto: keep the recipe's, fit the per-device batch to memory.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay. Default: 0.01.")
 @click.option("--warmup-ratio", type=click.FloatRange(0, 1), help="Share of steps for linear warm-up. Default: 0.1.")
