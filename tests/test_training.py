@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tl.config import resolve
 from tl.modelio import load_saved, predict
@@ -73,3 +74,15 @@ def test_saved_model_reloads_with_identical_predictions(registry, tmp_path, tiny
     again = predict(load_saved(result.run_dir / "model", backend)[0], texts, max_length=32)
     assert [p.label for p in first] == [p.label for p in again] == ["positive", "negative", "positive"]
     assert np.allclose([p.probability for p in first], [p.probability for p in again], atol=1e-6)
+
+
+def test_separate_eval_file_and_integer_labels(registry, tmp_path, tiny_checkpoint):
+    pytest.importorskip("torch")
+    rows = synthetic_rows(200, seed=5)
+    to_int = {"negative": 0, "positive": 1}
+    train = write_csv(tmp_path / "train.csv", [(t, to_int[lab]) for t, lab in rows[:160]])
+    held = write_csv(tmp_path / "dev.csv", [(t, to_int[lab]) for t, lab in rows[160:]])
+    result = _run(registry, tmp_path, "torch", tiny_checkpoint, train, eval_dataset=str(held))
+    m = result.metrics
+    assert (m["num_train_samples"], m["num_eval_samples"]) == (160, 40)
+    assert m["labels"] == ["0", "1"] and set(m["eval_per_class"]) == {"0", "1"}
