@@ -8,6 +8,7 @@ Labels may be strings or integers; they are kept as strings and shown to users a
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,14 +92,16 @@ def read_table(path: str | Path):  # -> pandas.DataFrame
             df = pd.read_csv(p, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         elif fmt == "tsv":
             df = pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        elif fmt == "jsonl" and p.suffix.lower() not in _COMPRESSIONS:
+            df = _read_jsonl(p)
         elif fmt == "jsonl":
             df = pd.read_json(p, lines=True, dtype=False, encoding="utf-8-sig")
         else:
             df = pd.read_parquet(p)
     except pd.errors.EmptyDataError:
         raise DataError(f"{p} is empty") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{p} is not valid UTF-8 (byte {exc.start}); re-save it as UTF-8") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{p}{_first_bad_utf8_line(p)} is not valid UTF-8; re-save the file as UTF-8") from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {p} as {fmt}: {first}") from None
@@ -112,6 +115,40 @@ def read_table(path: str | Path):  # -> pandas.DataFrame
     if dup:
         raise DataError(f"{p}: duplicate column names: {', '.join(dup)}; rename them so each is unique")
     return df
+
+
+def _first_bad_utf8_line(p: Path) -> str:
+    """`` line N`` of the first line that is not UTF-8 (uncompressed files), else ``""``."""
+    if p.suffix.lower() in _COMPRESSIONS:
+        return ""
+    with open(p, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return f" line {n}"
+    return ""
+
+
+def _read_jsonl(p: Path):
+    """JSON Lines with errors that name the line: one JSON object per non-blank line."""
+    import pandas as pd
+
+    records = []
+    with open(p, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"{p.name} line {n}: not valid JSON ({exc.msg}); one JSON object per line") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{p.name} line {n}: expected a JSON object, got {type(obj).__name__}")
+            records.append(obj)
+    if not records:
+        raise pd.errors.EmptyDataError
+    return pd.DataFrame.from_records(records)
 
 
 def load_examples(
@@ -130,16 +167,20 @@ def load_examples(
             raise DataError(
                 f"column {column!r} not found in {p.name}; columns are: {', '.join(columns)}. Pass {option}."
             )
-    texts = _string_column(df, text_column, p, what="text")
-    labels = _string_column(df, label_column, p, what="label")
-    pairs = _string_column(df, text_pair_column, p, what="text") if text_pair_column else None
+    first = 2 if file_format(p) in ("csv", "tsv") else 1  # the header is row 1 of a CSV
+    texts = _string_column(df, text_column, p, "text", first)
+    labels = _string_column(df, label_column, p, "label", first)
+    pairs = _string_column(df, text_pair_column, p, "text", first) if text_pair_column else None
     return Examples(texts, labels, pairs, source=str(p))
 
 
-def _string_column(df, column: str, path: Path, what: str) -> list[str]:
+def _string_column(df, column: str, path: Path, what: str, first: int = 2) -> list[str]:
     values = df[column].tolist()
     out = []
     for i, v in enumerate(values):
+        if not isinstance(v, (str, int, float, bool)) and v is not None:
+            raise DataError(f"{path.name} row {i + first}: {what} in column {column!r} is a "
+                            f"{type(v).__name__}, not a string or number")
         if v is None or (isinstance(v, float) and v != v):
             s = ""
         elif isinstance(v, float) and v.is_integer() and what == "label":
@@ -148,8 +189,8 @@ def _string_column(df, column: str, path: Path, what: str) -> list[str]:
             s = str(v)
         s = s.strip() if what == "label" else s
         if not s.strip():
-            # rows are 1-based as a spreadsheet shows them, counting the header as row 1
-            raise DataError(f"{path.name} row {i + 2}: empty {what} in column {column!r}; fix or remove the row")
+            # rows are 1-based; in CSV/TSV the header is row 1, as a spreadsheet shows it
+            raise DataError(f"{path.name} row {i + first}: empty {what} in column {column!r}; fix or remove the row")
         out.append(s)
     return out
 

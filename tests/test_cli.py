@@ -74,6 +74,12 @@ def test_bad_files(tmp_path, tiny_checkpoint):
     _one_line_error(tl("run", "--model", ck, "--dataset", str(cols)), 2, "column 'text' not found", "--text-column")
     one = write_csv(tmp_path / "one.csv", [(f"text {i}", "positive") for i in range(50)])
     _one_line_error(tl("run", "--model", ck, "--dataset", str(one)), 2, "single class (positive)")
+    train = write_csv(tmp_path / "train.csv", synthetic_rows(40))
+    dev = write_csv(tmp_path / "dev.csv", synthetic_rows(9, classes=("negative", "neutral", "positive")))
+    _one_line_error(tl("run", "--model", ck, "--dataset", str(train), "--eval-dataset", str(dev)), 2,
+                    "evaluation labels 'neutral' never occur in the training data")
+    (tmp_path / "single.csv").write_text("text,label\nonly one,pos\n")
+    _one_line_error(tl("run", "--model", ck, "--dataset", str(tmp_path / "single.csv")), 2, "too few rows (1)", "--eval-dataset")
     bad_recipe = tmp_path / "r.toml"
     bad_recipe.write_text("epoch = 1\n")
     _one_line_error(tl("run", str(bad_recipe)), 2, "unknown key 'epoch'")
