@@ -47,6 +47,8 @@ class RunConfig:
     grad_accum: int | None = None
     init: str | None = None
     threads: int | None = None
+    save_every: int | None = None
+    keep_checkpoints: int | None = None
     output: str | None = None
 
 
@@ -65,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "precision": "auto",
     "init": "pretrained",
+    "keep_checkpoints": 2,
 }
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
@@ -119,7 +122,7 @@ def validate(config: RunConfig) -> None:
             raise UsageError(f"{name.replace('_', '-')} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
     for name in ("epochs", "batch_size", "lr", "max_length", "max_train_samples", "max_eval_samples", "threads",
-                 "grad_accum"):
+                 "grad_accum", "save_every", "keep_checkpoints"):
         positive(name)
     for name in ("weight_decay", "warmup_ratio", "seed"):
         positive(name, allow_zero=True)

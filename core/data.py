@@ -65,6 +65,11 @@ class Splits:
     split: str = ""
 
 
+def show_names(names) -> str:
+    """Column names for a one-line message: as written, or quoted when they hold odd characters."""
+    return ", ".join(str(n) if str(n).isprintable() else repr(str(n)) for n in names)
+
+
 def file_format(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSIONS:
@@ -113,7 +118,7 @@ def read_table(path: str | Path):  # -> pandas.DataFrame
                              keep_default_na=False, encoding="utf-8-sig").iloc[0].tolist()
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
-        raise DataError(f"{p}: duplicate column names: {', '.join(dup)}; rename them so each is unique")
+        raise DataError(f"{p}: duplicate column names: {show_names(dup)}; rename them so each is unique")
     return df
 
 
@@ -165,7 +170,7 @@ def load_examples(
                            ("--text-pair-column", text_pair_column)):
         if column is not None and column not in columns:
             raise DataError(
-                f"column {column!r} not found in {p.name}; columns are: {', '.join(columns)}. Pass {option}."
+                f"column {column!r} not found in {p.name}; columns are: {show_names(columns)}. Pass {option}."
             )
     first = 2 if file_format(p) in ("csv", "tsv") else 1  # the header is row 1 of a CSV
     texts = _string_column(df, text_column, p, "text", first)

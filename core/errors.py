@@ -31,5 +31,11 @@ class PluginError(TLError):
     """A plugin that failed to load or registered something invalid."""
 
 
+class TrainingInterrupted(TLError):
+    """SIGINT/SIGTERM during training: a checkpoint was written; the message says how to resume."""
+
+    exit_code = 130
+
+
 class BackendUnavailable(UsageError):
     """The requested backend's framework is not installed."""

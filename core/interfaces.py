@@ -17,6 +17,7 @@ from tl.hardware import cpu_info
 
 if TYPE_CHECKING:
     from tl.batching import Batch
+    from tl.checkpoints import Checkpointer, Resume
     from tl.config import TrainSettings
     from tl.data import Splits
     from tl.plan import Accelerator, Probe
@@ -79,6 +80,8 @@ class Capabilities:
     distributed: tuple[str, ...] = ()
     #: Formats ``tl export --format`` accepts on this backend.
     exports: tuple[str, ...] = ()
+    #: Writes resumable checkpoints (model, optimizer, schedule, RNG, data position).
+    checkpoints: bool = False
 
 
 @dataclass
@@ -87,6 +90,11 @@ class TrainCallbacks:
 
     on_step: Callable[[int, float, int], None] = lambda step, loss, samples: None
     on_epoch_end: Callable[[int, float], None] = lambda epoch, train_loss: None
+    #: Where to write checkpoints (None: no checkpoints) and what to resume from.
+    checkpointer: Checkpointer | None = None
+    resume: Resume | None = None
+    #: True once the user asked to stop (SIGINT/SIGTERM): checkpoint at the next step and raise.
+    should_stop: Callable[[], bool] = lambda: False
 
 
 class Model(ABC):

@@ -7,13 +7,13 @@ import time
 
 
 class Progress:
-    def __init__(self, total_steps: int, disable: bool = False) -> None:
+    def __init__(self, total_steps: int, disable: bool = False, initial: int = 0) -> None:
         from tqdm.auto import tqdm
 
         interactive = sys.stderr.isatty()
         self._bar = tqdm(
             total=total_steps, unit="step", disable=disable, dynamic_ncols=True, file=sys.stderr,
-            mininterval=0.25 if interactive else 10.0, desc="train", leave=True,
+            mininterval=0.25 if interactive else 10.0, desc="train", leave=True, initial=initial,
         )
         self._t0 = time.perf_counter()
         self._samples = 0

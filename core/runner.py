@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +20,11 @@ import numpy as np
 from tl import __version__
 from tl.batching import accumulation_split, iter_batches, train_order
 from tl.checkpoint import check_checkpoint_dir, read_config, verify_weights
+from tl.checkpoints import Checkpointer
 from tl.config import RunConfig, TrainSettings, to_dict
 from tl.data import Examples, Splits
 from tl.distributed import world_from_env
-from tl.errors import BackendUnavailable, DataError, UsageError
+from tl.errors import BackendUnavailable, DataError, TrainingInterrupted, UsageError
 from tl.interfaces import Backend, HeadSpec, Task, TrainCallbacks
 from tl.metrics import cross_entropy
 from tl.modelio import dataset_logits, encode, save_model
@@ -104,7 +108,9 @@ def evaluate(model, encoded, labels: tuple[str, ...], task: Task, batch_size: in
     return out
 
 
-def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, quiet: bool = False) -> RunResult:
+def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, quiet: bool = False,
+        resume_dir: Path | None = None) -> RunResult:
+    """Train, evaluate and save. ``resume_dir``: continue that run from its newest good checkpoint."""
     task = registry.get("task", config.task)
     backend = get_backend(registry, config.backend)
     world = world_from_env()
@@ -121,7 +127,19 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     splits = load_splits(config, registry)
     labels = label_space(task, splits)
     tokenizer = Tokenizer.from_dir(checkpoint)
-    if world.is_main:
+    resume = None
+    if resume_dir is not None:
+        if not backend.capabilities.checkpoints:
+            raise UsageError(f"backend {backend.name!r} does not write resumable checkpoints yet")
+        if world.size > 1:
+            raise UsageError("--resume of a multi-process run is not supported yet; resume it in one process")
+        resume = Checkpointer(resume_dir).latest()
+        if resume is None:
+            raise UsageError(f"{resume_dir} has no usable checkpoint to resume from")
+        if resume.epoch >= config.epochs:
+            raise UsageError(f"{resume_dir} already finished all {config.epochs} epochs; nothing to resume")
+        run_dir = Path(resume_dir)
+    elif world.is_main:
         run_dir = prepare_run_dir(config.output, task.name, backend.name, overwrite=overwrite)
     else:  # only rank 0 writes the run directory; the others keep their scratch files private
         run_dir = Path(tempfile.mkdtemp(prefix=f"tl-rank{world.rank}-"))
@@ -182,7 +200,12 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         say(f"tl: plan (batch-size auto): {plan.summary()}")
         for note in plan.notes:
             say(f"tl: note: {note}")
-    history = History(run_dir / "history.jsonl")
+    history = History(run_dir / "history.jsonl", keep_until_step=resume.step if resume else None)
+    checkpointer = None
+    if backend.capabilities.checkpoints and world.is_main:
+        checkpointer = Checkpointer(run_dir, every=config.save_every, keep=config.keep_checkpoints or 2)
+    elif config.save_every:
+        say(f"tl: note: --save-every ignored: backend {backend.name!r} does not write checkpoints yet")
     lengths = train_enc.lengths
 
     def order(epoch: int) -> list:
@@ -192,15 +215,18 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     micro_per_epoch = len(order(0))
     per_epoch = micro_per_epoch // plan.grad_accum  # optimizer steps
     total_steps = per_epoch * config.epochs
-    progress = Progress(total_steps, disable=quiet)
+    progress = Progress(total_steps, disable=quiet, initial=resume.step if resume else 0)
+    if resume:
+        say(f"tl: resuming from {resume.path.name} (step {resume.step} of {total_steps})")
     epoch_metrics: dict[str, Any] = {}
-    state = {"step": 0, "t_train": 0.0, "t_eval": 0.0}
+    state = {"step": resume.step if resume else 0, "samples": 0, "t_eval": 0.0}
 
     def batches(epoch: int):
         return iter_batches(train_enc, order(epoch))
 
     def on_step(step: int, loss: float, n: int) -> None:
         state["step"] = step
+        state["samples"] += n
         progress.update(loss, n)
         if step % 10 == 0 or step == total_steps:
             history.log(event="step", step=step, epoch=step / per_epoch, loss=loss,
@@ -223,9 +249,16 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
             pm.hook.tl_on_epoch_end(run_dir=run_dir, epoch=epoch + 1, logs=row)
 
     t_start = time.perf_counter()
+    callbacks = TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end, checkpointer=checkpointer,
+                               resume=resume)
     try:
-        backend.train(model, batches, micro_per_epoch, settings,
-                      TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end))
+        with stop_on_signals(callbacks):
+            backend.train(model, batches, micro_per_epoch, settings, callbacks)
+    except TrainingInterrupted:
+        progress.close()
+        history.close()
+        raise TrainingInterrupted(f"interrupted at step {state['step']}; a checkpoint was written. "
+                                  f"Resume with: tl run --resume {run_dir}") from None
     finally:
         progress.close()
         history.close()
@@ -244,7 +277,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         **{k: v for k, v in epoch_metrics.items()},
         "train_loss": history.rows[-1].get("train_loss") if history.rows else None,
         "train_runtime_s": round(train_runtime, 3),
-        "train_samples_per_second": round(len(train_enc) * config.epochs / train_runtime, 2) if train_runtime else None,
+        "train_samples_per_second": round(state["samples"] / train_runtime, 2) if train_runtime else None,
         "train_steps": total_steps,
         "eval_runtime_s": round(state["t_eval"], 3),
         "tokenize_runtime_s": round(tokenize_s, 3),
@@ -271,3 +304,28 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         say(f"tl: warning: could not write plots ({type(exc).__name__}: {exc})")
     pm.hook.tl_on_evaluate(run_dir=run_dir, metrics=metrics)
     return RunResult(run_dir, metrics)
+
+
+@contextlib.contextmanager
+def stop_on_signals(callbacks: TrainCallbacks):
+    """SIGINT/SIGTERM ask the backend to checkpoint at the next step boundary and stop; a second
+    SIGINT interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    requested = {"stop": False}
+
+    def handler(signum, frame):
+        if requested["stop"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requested["stop"] = True
+        print("\ntl: stopping at the next step (writing a checkpoint); press Ctrl-C again to abort",
+              file=sys.stderr, flush=True)
+
+    callbacks.should_stop = lambda: requested["stop"]
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -50,10 +50,22 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 class History:
     """history.jsonl: one JSON object per logging step or epoch, flushed as it is written."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep_until_step: int | None = None) -> None:
+        """A new history, or (``keep_until_step``) the existing one cut after that step, for a resume."""
         self.path = path
         self.rows: list[dict[str, Any]] = []
+        if keep_until_step is not None and path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by the crash
+                if row.get("step", 0) <= keep_until_step:
+                    self.rows.append(row)
         self._f = open(path, "w", encoding="utf-8")  # noqa: SIM115 (open for the whole run)
+        for row in self.rows:
+            self._f.write(json.dumps(row, default=float) + "\n")
+        self._f.flush()
 
     def log(self, **row: Any) -> None:
         self.rows.append(row)

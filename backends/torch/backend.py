@@ -21,6 +21,7 @@ class TorchBackend(Backend):
         heads=("sequence_classification",),
         precisions=("fp32", "bf16", "fp16"),
         distributed=("ddp",),
+        checkpoints=True,
     )
 
     def configure(self, threads: int | None) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from tl.batching import Batch
 from tl.config import TrainSettings
-from tl.errors import TLError
+from tl.errors import TLError, TrainingInterrupted
 from tl.interfaces import TrainCallbacks
 from tl_torch.model import TorchModel, device, to_inputs
 
@@ -75,16 +76,34 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
     accum = max(1, settings.grad_accum)
     total = steps_per_epoch // accum * settings.epochs
     warmup = int(settings.warmup_ratio * total)
-    optimizer = torch.optim.AdamW(optimizer_groups(module, settings.weight_decay), lr=settings.lr)
+    optimizer = torch.optim.AdamW(optimizer_groups(model.module, settings.weight_decay), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, warmup))
     scaler = torch.amp.GradScaler(dev.type, enabled=settings.loss_scaling and settings.precision == "fp16")
     loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
-    step = 0
-    for epoch in range(settings.epochs):
+    ckpt, resume = callbacks.checkpointer, callbacks.resume
+    step, start_epoch, skip, partial = 0, 0, 0, {"loss_sum": 0.0, "n_steps": 0}
+    if resume is not None:
+        restore(resume.path, model, optimizer, scheduler, scaler)
+        step, start_epoch, skip = resume.step, resume.epoch, resume.micro
+        partial = {"loss_sum": resume.extra.get("loss_sum", 0.0), "n_steps": resume.extra.get("n_steps", 0)}
+
+    def save(epoch: int, micro: int, loss_sum: float, n_steps: int) -> None:
+        ckpt.save(step, epoch, micro, lambda d: write_state(d, model, optimizer, scheduler, scaler),
+                  {"loss_sum": loss_sum, "n_steps": n_steps})
+
+    for epoch in range(start_epoch, settings.epochs):
         module.train()
+        batches = iter(train_batches(epoch))
+        micro = 0
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
         n_steps = 0
-        for group in groups(train_batches(epoch), accum):
+        if epoch == start_epoch and skip:  # resume mid-epoch: the data order is a function of (seed, epoch)
+            for _ in range(skip):
+                next(batches)
+            micro = skip
+            loss_sum += partial["loss_sum"]
+            n_steps = int(partial["n_steps"])
+        for group in groups(batches, accum):
             rows = sum(len(b) for b in group)
             if world > 1:  # every rank holds a shard: weight by the rows of the whole step
                 rows = all_reduce_sum(float(rows), dev)
@@ -110,12 +129,66 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
             loss_sum += step_loss
             n_steps += 1
             step += 1
+            micro += len(group)
             callbacks.on_step(step, float(step_loss), rows)
+            stop = callbacks.should_stop()
+            if ckpt is not None and (stop or ckpt.due(step)):
+                save(epoch, micro, float(loss_sum), n_steps)
+            if stop:
+                raise TrainingInterrupted(f"interrupted at step {step}; a checkpoint was written")
         module.eval()
         callbacks.on_epoch_end(epoch, float(loss_sum) / max(1, n_steps))
+        if ckpt is not None:
+            save(epoch + 1, 0, 0.0, 0)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def write_state(directory: Path, model: TorchModel, optimizer, scheduler, scaler) -> None:
+    """Weights as safetensors; optimizer, schedule, loss scaler and RNG states as tensors and numbers
+    only (read back with ``torch.load(weights_only=True)``, no pickled code)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous() for k, v in model.module.state_dict().items()},
+              str(directory / "model.safetensors"))
+    np_state = np.random.get_state()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": _to_lists(random.getstate()),
+    }
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": rng}, directory / "trainer.pt")
+
+
+def restore(directory: Path, model: TorchModel, optimizer, scheduler, scaler) -> None:
+    from safetensors.torch import load_file
+
+    try:
+        model.module.load_state_dict(load_file(str(directory / "model.safetensors")))
+        state = torch.load(directory / "trainer.pt", weights_only=True)
+    except Exception as exc:
+        raise TLError(f"cannot resume from {directory}: {type(exc).__name__}: {exc}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"]:
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    name, keys, *rest = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(_to_tuples(rng["python"]))
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
 def join_process_group(module: torch.nn.Module, dev: torch.device) -> torch.nn.Module:

@@ -21,7 +21,8 @@ class TLGroup(click.Group):
         except TLError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 traceback.print_exc()
-            click.echo(f"Error: {exc}", err=True)
+            message = " ".join(str(exc).split("\n"))  # one line, whatever the message holds
+            click.echo(f"Error: {message}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)

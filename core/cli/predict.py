@@ -39,7 +39,7 @@ def _load(model_dir: str, backend_name: str | None):
 
 
 def _read_inputs(path: str, text_column: str) -> list[str]:
-    from tl.data import read_table
+    from tl.data import read_table, show_names
 
     if path == "-":
         return [ln.rstrip("\r\n") for ln in sys.stdin if ln.strip()]
@@ -54,7 +54,7 @@ def _read_inputs(path: str, text_column: str) -> list[str]:
     df = read_table(p)
     if text_column not in df.columns:
         raise UsageError(f"column {text_column!r} not found in {p.name}; columns are: "
-                         f"{', '.join(map(str, df.columns))}. Pass --text-column.")
+                         f"{show_names(df.columns)}. Pass --text-column.")
     return [str(x) for x in df[text_column].tolist()]
 
 

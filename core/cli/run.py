@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 
@@ -62,10 +63,16 @@ BATCH = BatchSize()
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Train with N processes on this machine (torch: launches torchrun for you; DDP).")
+@click.option("--save-every", type=click.IntRange(min=1),
+              help="Also checkpoint every N optimizer steps (a checkpoint is always written at each epoch end).")
+@click.option("--keep-checkpoints", type=click.IntRange(min=1), help="Newest checkpoints to keep. Default: 2.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False),
+              help="Continue the run in this directory from its newest good checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Allow --output to name an existing, non-empty directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output; print only the final metrics.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final metrics as JSON.")
-def run(recipe: str | None, nproc: int | None, overwrite: bool, quiet: bool, as_json: bool, **options) -> None:
+def run(recipe: str | None, nproc: int | None, resume_dir: str | None, overwrite: bool, quiet: bool,
+        as_json: bool, **options) -> None:
     """Fine-tune a model on labelled text and evaluate it.
 
     RECIPE is an optional TOML file of the same options (e.g. recipes/quickstart.toml);
@@ -78,6 +85,11 @@ def run(recipe: str | None, nproc: int | None, overwrite: bool, quiet: bool, as_
         _launch(nproc)
 
     registry, pm = load_registry()
+    if resume_dir:
+        config = _resumed_config(resume_dir, recipe, options)
+        result = execute(config, registry, pm, quiet=quiet, resume_dir=Path(resume_dir))
+        _report(result, as_json)
+        return
     recipe_values = load_recipe(recipe) if recipe else {}
     task_name = options.get("task") or recipe_values.get("task") or "sentiment"
     task = registry.get("task", task_name)
@@ -86,6 +98,10 @@ def run(recipe: str | None, nproc: int | None, overwrite: bool, quiet: bool, as_
     if not config.dataset:
         raise UsageError(f"task {task.name!r} has no default dataset; pass --dataset")
     result = execute(config, registry, pm, overwrite=overwrite, quiet=quiet)
+    _report(result, as_json)
+
+
+def _report(result, as_json: bool) -> None:
     from tl.distributed import world_from_env
 
     if not world_from_env().is_main:
@@ -100,6 +116,25 @@ def run(recipe: str | None, nproc: int | None, overwrite: bool, quiet: bool, as_
         f"{m['train_runtime_s']:.1f}s"
     )
     click.echo(f"run directory: {result.run_dir}  (predict: tl predict --model {result.run_dir / 'model'} \"some text\")")
+
+
+def _resumed_config(resume_dir: str, recipe: str | None, options: dict):
+    from tl.config import RunConfig, validate
+
+    given = sorted(k.replace("_", "-") for k, v in options.items() if v is not None)
+    if recipe or given:
+        extra = ", ".join(["RECIPE"] * bool(recipe) + [f"--{g}" for g in given])
+        raise UsageError(f"--resume continues a run exactly as it was configured; drop {extra}")
+    path = Path(resume_dir) / "config.json"
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["config"]
+        config = RunConfig(**{k: v for k, v in saved.items() if k in RunConfig.__dataclass_fields__})
+    except FileNotFoundError:
+        raise UsageError(f"{resume_dir} is not a tl run directory (no config.json)") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    validate(config)
+    return config
 
 
 def _launch(nproc: int) -> None:
