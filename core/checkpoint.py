@@ -34,11 +34,51 @@ def check_checkpoint_dir(directory: str | Path) -> Path:
     if not (d / WEIGHTS_NAME).is_file():
         pickled = [n for n in PICKLE_WEIGHTS if (d / n).exists()]
         extra = (
-            f" (found {', '.join(pickled)}: pickle-based weights are not loaded; convert them to safetensors)"
+            f" (found {', '.join(pickled)}: pickle files can run code when loaded, so tl reads only safetensors; "
+            "pass --allow-pickle to convert a trusted pytorch_model.bin)"
             if pickled else ""
         )
         raise UsageError(f"{d} has no {WEIGHTS_NAME}{extra}")
     return d
+
+
+def convert_pickled(directory: str | Path, cache: Path) -> Path:
+    """``--allow-pickle``: a copy of ``directory`` in ``cache`` with pytorch_model.bin converted to
+    model.safetensors. Loads with ``torch.load(weights_only=True)`` (tensors only, no arbitrary
+    objects); needs torch."""
+    import hashlib
+    import importlib.util
+    import shutil
+
+    d = Path(directory)
+    source = d / "pytorch_model.bin"
+    if (d / WEIGHTS_NAME).is_file() or not source.is_file():
+        return d
+    if importlib.util.find_spec("torch") is None:
+        raise UsageError("--allow-pickle converts pytorch_model.bin with torch, which is not installed: "
+                         "pip install 'tl[torch]'")
+    import torch
+    from safetensors.torch import save_file
+
+    digest = hashlib.sha256(str(d.resolve()).encode() + str(source.stat().st_mtime_ns).encode()).hexdigest()[:16]
+    target = cache / "converted" / digest
+    if (target / WEIGHTS_NAME).is_file():
+        return target
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in d.iterdir():
+        if f.is_file() and f.name not in PICKLE_WEIGHTS:
+            shutil.copyfile(f, tmp / f.name)
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UsageError(f"cannot read {source} as plain tensors ({type(exc).__name__}); refusing it") from None
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
 
 
 def verify_weights(directory: str | Path) -> None:

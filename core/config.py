@@ -46,6 +46,7 @@ class RunConfig:
     precision_strict: bool | None = None
     grad_accum: int | None = None
     init: str | None = None
+    allow_pickle: bool | None = None
     threads: int | None = None
     save_every: int | None = None
     keep_checkpoints: int | None = None

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from tl import __version__
+from tl.assets import tl_home
 from tl.batching import accumulation_split, iter_batches, train_order
-from tl.checkpoint import check_checkpoint_dir, read_config, verify_weights
+from tl.checkpoint import check_checkpoint_dir, convert_pickled, read_config, verify_weights
 from tl.checkpoints import Checkpointer
 from tl.config import RunConfig, TrainSettings, to_dict
 from tl.data import Examples, Splits
@@ -121,6 +122,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     if not world.is_main:
         quiet = True
     checkpoint, model_source = resolve_model(config.model, registry)
+    if config.allow_pickle:
+        checkpoint = convert_pickled(checkpoint, tl_home())
     check_checkpoint_dir(checkpoint)
     read_config(checkpoint)
     verify_weights(checkpoint)

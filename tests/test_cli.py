@@ -101,7 +101,7 @@ def test_bad_checkpoints(tmp_path, tiny_checkpoint, tiny_data):
     pickled.mkdir()
     (pickled / "config.json").write_bytes((tiny_checkpoint / "config.json").read_bytes())
     (pickled / "pytorch_model.bin").write_bytes(b"not really")
-    _one_line_error(tl("run", "--model", str(pickled), "--dataset", str(tiny_data)), 2, "pickle")
+    _one_line_error(tl("run", "--model", str(pickled), "--dataset", str(tiny_data)), 2, "pickle", "--allow-pickle")
 
 
 def test_hub_id_while_offline_is_one_line(tiny_data):
@@ -157,3 +157,19 @@ def test_predict_errors(tmp_path):
     _one_line_error(tl("predict", "--model", str(tmp_path / "missing"), "hi"), 2, "not found")
     (tmp_path / "plain").mkdir()
     _one_line_error(tl("predict", "--model", str(tmp_path / "plain"), "hi"), 2, "not a model saved by tl")
+
+
+def test_allow_pickle_converts_a_trusted_bin(tmp_path, tiny_checkpoint, tiny_data):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    for f in tiny_checkpoint.iterdir():
+        if f.name != "model.safetensors":
+            (legacy / f.name).write_bytes(f.read_bytes())
+    torch.save(load_file(str(tiny_checkpoint / "model.safetensors")), legacy / "pytorch_model.bin")
+    out = tl("run", "--model", str(legacy), "--dataset", str(tiny_data), "--epochs", "1", "--allow-pickle",
+             "-o", str(tmp_path / "r"), "-q")
+    assert out.returncode == 0, out.stderr
+    assert not (legacy / "model.safetensors").exists()  # the user's directory is left as it was

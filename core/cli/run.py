@@ -59,6 +59,8 @@ BATCH = BatchSize()
 @click.option("--grad-accum", type=click.IntRange(min=1),
               help="Micro-batches per optimizer step (the effective batch stays --batch-size).")
 @click.option("--init", type=click.Choice(INITS), help="pretrained weights, or scratch (same architecture, random).")
+@click.option("--allow-pickle", is_flag=True, default=None,
+              help="Convert a trusted pickle checkpoint (pytorch_model.bin) to safetensors and use it.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
 @click.option("--nproc", type=click.IntRange(min=1),
