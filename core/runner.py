@@ -258,17 +258,16 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         with stop_on_signals(callbacks):
             backend.train(model, batches, micro_per_epoch, settings, callbacks)
     except TrainingInterrupted:
-        progress.close()
-        history.close()
         raise TrainingInterrupted(f"interrupted at step {state['step']}; a checkpoint was written. "
                                   f"Resume with: tl run --resume {run_dir}") from None
     finally:
         progress.close()
         history.close()
+        if not world.is_main:  # a non-chief's scratch directory goes, whether training ended well or not
+            shutil.rmtree(run_dir, ignore_errors=True)
     wall = time.perf_counter() - t_start
     train_runtime = wall - state["t_eval"]
     if not world.is_main:
-        shutil.rmtree(run_dir, ignore_errors=True)
         return RunResult(run_dir, {**epoch_metrics, "rank": world.rank})
 
     model_dir = save_model(model, run_dir / "model", {

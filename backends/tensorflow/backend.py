@@ -20,14 +20,18 @@ class TensorflowBackend(Backend):
     capabilities = Capabilities(
         heads=("sequence_classification",),
         precisions=("fp32", "bf16", "fp16"),
-        distributed=(),
+        distributed=("multi-worker",),
         exports=("savedmodel",),
     )
 
     def configure(self, threads: int | None) -> None:
+        """Thread pools first, then (TF_CONFIG with 2+ workers) join the cluster: both must happen
+        before TensorFlow runs an op."""
+        from tl_tensorflow.distributed import setup
         from tl_tensorflow.train import set_threads
 
         set_threads(threads)
+        setup()
 
     def probe_accelerators(self) -> tuple[Accelerator, ...]:
         from tl_tensorflow.model import gpu_devices

@@ -132,13 +132,61 @@ class BertClassifier(keras.Model):
 
     def train_step(self, data):
         # fit()'s default step reports the running mean of the loss; tl's callbacks want each batch's.
+        if self.distribute_strategy.num_replicas_in_sync > 1:
+            return self._sharded_train_step(data)
         x, y = data
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
             loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
+            scaled = self.optimizer.scale_loss(loss)  # fp16 loss scaling; the identity otherwise
         variables = self.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
         return {"loss": loss, "samples": tf.shape(y)[0]}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Under a tf.distribute strategy, Keras 3's fit peeks at the first distributed batch and
+        all-reduces it to get input shapes, which fails on dict inputs ("Attempt to convert a value
+        ({'token_ids': PerReplica:...}) with an unsupported type") and would need equal shapes on
+        every worker. The shapes are known: build from a one-row stand-in batch instead."""
+        if iterator is not None and self.distribute_strategy.num_replicas_in_sync > 1:
+            stand_in = {name: np.zeros((1, 8), dtype=np.int32) for name in INPUT_NAMES}
+            iterator, data_batch = None, (stand_in, np.zeros((1,), dtype=np.int64))  # x, y
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _sharded_train_step(self, data):
+        """One optimizer step whose rows are spread over the replicas (one per worker). ``data`` is
+        this replica's shards of the step's micro-batches, a tuple of (x, y). Each replica's loss is
+        CE_sum(its rows) / rows of the whole step, so the replicas' losses and their gradients SUM to
+        the single-process mean loss of the step and its gradient. The gradients are summed here,
+        once per step, before the optimizer, so that clipping by global norm sees the whole step's
+        gradient as in one process; the optimizer (``PresummedAdamW``) does not reduce again."""
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # under a LossScaleOptimizer
+        if not getattr(inner, "gradients_presummed", False):
+            raise TLError("multi-worker training needs tl_tensorflow.train's optimizer (gradients_presummed)")
+        replica = tf.distribute.get_replica_context()
+        total = tf.distribute.ReduceOp.SUM
+        local_rows = tf.add_n([tf.shape(y)[0] for _, y in data])
+        rows = tf.maximum(replica.all_reduce(total, tf.cast(local_rows, tf.float32)), 1.0)
+        variables = self.trainable_variables
+        grads = [tf.zeros(v.shape, dtype=v.dtype) for v in variables]
+        loss = tf.zeros((), tf.float32)
+        for x, y in data:  # the step's micro-batches: gradients accumulate locally
+            with tf.GradientTape() as tape:
+                logits = self(x, training=True)
+                per_row = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+                micro_loss = tf.reduce_sum(tf.cast(per_row, tf.float32)) / rows
+                scaled = self.optimizer.scale_loss(micro_loss)  # fp16 loss scaling; the identity otherwise
+            micro = tape.gradient(scaled, variables)
+            grads = [a if g is None else a + tf.convert_to_tensor(g)  # embeddings: IndexedSlices -> dense
+                     for a, g in zip(grads, micro, strict=True)]
+            loss += micro_loss
+        grads = replica.all_reduce(total, grads)
+        self.optimizer.apply(grads, variables)
+        # Shape [1], not scalars: under MultiWorkerMirroredStrategy Keras 3 reduces step outputs with
+        # strategy.reduce(MEAN, v, axis=0), which fails on scalars ("Invalid reduction dimension 0 for
+        # input with 0 dimensions", tensorflow/tensorflow#72388). Every replica holds the same values.
+        return {"loss": tf.reshape(replica.all_reduce(total, loss), [1]),
+                "samples": tf.reshape(tf.cast(rows, tf.int32), [1])}
 
 
 @dataclass(frozen=True)
@@ -406,9 +454,12 @@ def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, 
     checkpoint = check_checkpoint_dir(checkpoint)
     config = read_config(checkpoint)
     keras.utils.set_random_seed(seed)  # the fresh head, scratch weights and dropout streams are seeded
-    network = build_network(config, head.num_labels, checkpoint)
-    if init != "scratch":
-        assign_state(network, load_state(checkpoint), f"{checkpoint}/model.safetensors", head_is_new=True)
+    from tl_tensorflow.distributed import scope
+
+    with scope():  # multi-worker: mirrored variables, made identical on every worker at creation
+        network = build_network(config, head.num_labels, checkpoint)
+        if init != "scratch":
+            assign_state(network, load_state(checkpoint), f"{checkpoint}/model.safetensors", head_is_new=True)
     return TensorflowModel(network, config, head, tokenizer, info)
 
 

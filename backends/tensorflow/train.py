@@ -14,6 +14,7 @@ from tl.errors import TLError
 from tl.interfaces import TrainCallbacks
 
 # keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
+from tl_tensorflow import distributed
 from tl_tensorflow.model import TensorflowModel, keras, tf, weight_map
 
 MAX_GRAD_NORM = 1.0
@@ -69,17 +70,34 @@ class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "accum": self.accum}
 
 
+class PresummedAdamW(keras.optimizers.AdamW):
+    """AdamW for gradients that ``BertClassifier`` has already summed over the replicas of a
+    multi-worker run. Keras' TensorFlow optimizer would sum them itself, but only after clipping each
+    replica's part by its own norm; summing first and skipping that second reduction clips the
+    whole step's gradient, as in one process."""
+
+    gradients_presummed = True
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)
+
+
 def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, warmup: int):
-    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe)."""
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=LinearSchedule(settings.lr, total, warmup, max(1, settings.grad_accum)),
+    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe). Multi-worker:
+    ``PresummedAdamW``, without Keras' gradient accumulation (whose ``cond`` around a cross-replica
+    update TensorFlow refuses: "`merge_call` called while defining a new graph or a tf.function");
+    ``BertClassifier`` accumulates a step's micro-batches itself."""
+    presummed = settings.world_size > 1
+    accum = 1 if presummed else max(1, settings.grad_accum)
+    optimizer = (PresummedAdamW if presummed else keras.optimizers.AdamW)(
+        learning_rate=LinearSchedule(settings.lr, total, warmup, accum),
         weight_decay=settings.weight_decay,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=ADAM_EPSILON,
         global_clipnorm=MAX_GRAD_NORM,
         # Keras averages the micro-batch gradients and steps every N calls; schedules see real steps
-        gradient_accumulation_steps=settings.grad_accum if settings.grad_accum > 1 else None,
+        gradient_accumulation_steps=accum if accum > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_list=[s.variable for s in weight_map(model.network) if not s.decays])
     if settings.precision == "fp16" and settings.loss_scaling:
@@ -96,6 +114,14 @@ def make_dataset(train_batches: Callable[[int], Iterable[Batch]], epochs: int, s
     the graph: no Python generator in the step loop (``from_generator``'s iterator also stalls for
     about a minute on tear-down while its worker waits for the GIL). Errors in the data therefore
     surface here, before training starts, as tl's own exceptions."""
+    return dataset_factory(train_batches, epochs, steps_per_epoch)()
+
+
+def dataset_factory(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int,
+                    group: int = 0) -> Callable[[], tf.data.Dataset]:
+    """``make_dataset``, collated now, the dataset made when called (multi-worker: by the strategy,
+    on the worker's input device). ``group`` > 0: each element is a tuple of ``group`` consecutive
+    (x, y) micro-batches (the micro-batches of one optimizer step; each keeps its own width)."""
     batches: list[Batch] = []
     for epoch in range(epochs):
         n = 0
@@ -106,17 +132,8 @@ def make_dataset(train_batches: Callable[[int], Iterable[Batch]], epochs: int, s
             raise TLError(f"epoch {epoch} had {n} batches, expected steps_per_epoch={steps_per_epoch}")
     if not batches:
         raise TLError("no training batches")
-    sizes = np.array([len(b) for b in batches], dtype=np.int64)
-    widths = np.repeat(np.array([b.input_ids.shape[1] for b in batches], dtype=np.int64), sizes)
-
-    def ragged(field: str) -> tf.RaggedTensor:
-        flat = np.concatenate([getattr(b, field).reshape(-1) for b in batches]).astype(np.int32)
-        rows = tf.RaggedTensor.from_row_lengths(flat, widths)
-        return tf.RaggedTensor.from_row_lengths(rows, sizes)
-
-    inputs = {"token_ids": ragged("input_ids"), "segment_ids": ragged("token_type_ids"),
-              "padding_mask": ragged("attention_mask")}
-    labels = tf.RaggedTensor.from_row_lengths(np.concatenate([b.labels for b in batches]).astype(np.int64), sizes)
+    if group and len(batches) % group:
+        raise TLError(f"{len(batches)} micro-batches do not make groups of {group}")
 
     def dense(x):
         return x.to_tensor() if isinstance(x, tf.RaggedTensor) else x
@@ -124,9 +141,27 @@ def make_dataset(train_batches: Callable[[int], Iterable[Batch]], epochs: int, s
     def unpack(x, y):
         return {k: dense(v) for k, v in x.items()}, dense(y)
 
-    return (tf.data.Dataset.from_tensor_slices((inputs, labels))
-            .map(unpack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .prefetch(tf.data.AUTOTUNE))
+    def slices(part: list[Batch]) -> tf.data.Dataset:
+        sizes = np.array([len(b) for b in part], dtype=np.int64)
+        widths = np.repeat(np.array([b.input_ids.shape[1] for b in part], dtype=np.int64), sizes)
+
+        def ragged(field: str) -> tf.RaggedTensor:
+            flat = np.concatenate([getattr(b, field).reshape(-1) for b in part]).astype(np.int32)
+            rows = tf.RaggedTensor.from_row_lengths(flat, widths)
+            return tf.RaggedTensor.from_row_lengths(rows, sizes)
+
+        inputs = {"token_ids": ragged("input_ids"), "segment_ids": ragged("token_type_ids"),
+                  "padding_mask": ragged("attention_mask")}
+        labels = tf.RaggedTensor.from_row_lengths(np.concatenate([b.labels for b in part]).astype(np.int64), sizes)
+        return (tf.data.Dataset.from_tensor_slices((inputs, labels))
+                .map(unpack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+
+    def make() -> tf.data.Dataset:
+        if not group:
+            return slices(batches).prefetch(tf.data.AUTOTUNE)
+        return tf.data.Dataset.zip(tuple(slices(batches[k::group]) for k in range(group))).prefetch(tf.data.AUTOTUNE)
+
+    return make
 
 
 class Report(keras.callbacks.Callback):
@@ -163,22 +198,39 @@ class Report(keras.callbacks.Callback):
 
 def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
           settings: TrainSettings, callbacks: TrainCallbacks) -> None:
+    """``steps_per_epoch`` counts micro-batches. Multi-worker (``settings.world_size > 1``): each worker
+    trains on its shard of every micro-batch under the strategy ``configure()`` joined; the model
+    must have been built under it (``build_model`` does)."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
     model.set_precision(settings.precision)
     network = model.network
+    strategy = None
+    if settings.world_size > 1:
+        strategy = distributed.strategy()
+        if strategy is None or network.distribute_strategy is not strategy:
+            raise TLError(f"multi-worker training ({settings.world_size} workers) needs the backend configured "
+                          "(configure()) and the model built under TF_CONFIG's MultiWorkerMirroredStrategy")
     accum = max(1, settings.grad_accum)
     total = steps_per_epoch // accum * settings.epochs  # optimizer steps
     warmup = int(settings.warmup_ratio * total)
-    network.compile(
-        optimizer=make_optimizer(model, settings, total, warmup),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,  # XLA recompiles for every padded width; slower on CPU with dynamic shapes
-    )
+    with distributed.scope():
+        network.compile(
+            optimizer=make_optimizer(model, settings, total, warmup),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=False,  # XLA recompiles for every padded width; slower on CPU with dynamic shapes
+        )
     if total == 0:
         for epoch in range(settings.epochs):
             callbacks.on_epoch_end(epoch, 0.0)
         return
-    dataset = make_dataset(train_batches, settings.epochs, steps_per_epoch)
-    network.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
-                callbacks=[Report(callbacks, accum)])
+    if strategy is None:
+        dataset = make_dataset(train_batches, settings.epochs, steps_per_epoch)
+        network.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
+                    callbacks=[Report(callbacks, accum)])
+        return
+    # multi-worker: one element (this worker's shards of a step's micro-batches) per optimizer step
+    make = dataset_factory(train_batches, settings.epochs, steps_per_epoch, group=accum)
+    with strategy.scope():
+        network.fit(distributed.distribute(strategy, make), epochs=settings.epochs,
+                    steps_per_epoch=steps_per_epoch // accum, shuffle=False, verbose=0, callbacks=[Report(callbacks)])

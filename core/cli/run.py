@@ -84,6 +84,10 @@ def run(recipe: str | None, nproc: int | None, resume_dir: str | None, overwrite
     from tl.runner import run as execute
 
     if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        backend_name = options.get("backend") or (load_recipe(recipe).get("backend") if recipe else None)
+        if backend_name and backend_name != "torch":
+            raise UsageError(f"--nproc launches torchrun, for the torch backend; to train {backend_name} on "
+                             "several workers, start one `tl run` per worker with TF_CONFIG (README: distributed training)")
         _launch(nproc)
 
     registry, pm = load_registry()

@@ -1,0 +1,106 @@
+"""Multi-worker training for the TensorFlow backend: ``tf.distribute.MultiWorkerMirroredStrategy``
+from ``TF_CONFIG``, one replica (one device) per worker process.
+
+The core already gives every worker its own shard of every micro-batch (``tl.batching.
+accumulation_split``), so nothing here shards or rebatches data: each worker's tf.data pipeline yields
+exactly its shard, through ``distribute_datasets_from_function`` with auto-sharding off. The loss and
+gradient arithmetic that keeps a step equal to a single-process step lives in
+``tl_tensorflow.model.BertClassifier.train_step``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+
+from tl.distributed import world_from_env
+from tl.errors import TLError
+
+# keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
+from tl_tensorflow.model import tf
+
+_STRATEGY: tf.distribute.Strategy | None = None
+
+
+def strategy() -> tf.distribute.Strategy | None:
+    """The multi-worker strategy this process joined in ``setup``, if any."""
+    return _STRATEGY
+
+
+def scope():
+    """``strategy.scope()`` in a multi-worker run; a no-op otherwise."""
+    return _STRATEGY.scope() if _STRATEGY is not None else contextlib.nullcontext()
+
+
+def host_tasks(tf_config: str | None = None) -> tuple[int, int]:
+    """(this task's position among the cluster's tasks on its host, how many tasks that host runs),
+    chief first, then workers; hosts compared by the name in TF_CONFIG. (0, 1) when unreadable."""
+    try:
+        spec = json.loads(tf_config if tf_config is not None else os.environ.get("TF_CONFIG", "{}"))
+        cluster = spec.get("cluster", {})
+        tasks = [("chief", i, a) for i, a in enumerate(cluster.get("chief", []))]
+        tasks += [("worker", i, a) for i, a in enumerate(cluster.get("worker", []))]
+        me = (spec["task"]["type"], int(spec["task"].get("index", 0)))
+        address = next(a for t, i, a in tasks if (t, i) == me)
+    except (ValueError, TypeError, KeyError, AttributeError, StopIteration):
+        return 0, 1
+    host = str(address).rsplit(":", 1)[0]
+    same_host = [(t, i) for t, i, a in tasks if str(a).rsplit(":", 1)[0] == host]
+    return same_host.index(me), len(same_host)
+
+
+def _one_device_per_worker() -> None:
+    """MultiWorkerMirroredStrategy makes a replica of every visible GPU; tl's batches are sharded per
+    worker, so each worker keeps one GPU (the one matching its place on the host), like torchrun."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return
+    index, count = host_tasks()
+    if count > len(gpus) and "CUDA_VISIBLE_DEVICES" not in os.environ:  # else each may see its own GPU
+        raise TLError(f"TF_CONFIG puts {count} workers on this host, which has {len(gpus)} GPU(s); "
+                      "run at most one worker per GPU (or give each its own with CUDA_VISIBLE_DEVICES)")
+    if len(gpus) > 1:
+        try:
+            tf.config.set_visible_devices(gpus[index % len(gpus)], "GPU")
+        except RuntimeError as exc:  # the runtime is already initialized
+            raise TLError(f"cannot restrict this worker to one GPU: {exc}") from None
+
+
+def setup() -> tf.distribute.Strategy | None:
+    """Join the TF_CONFIG cluster (blocks until every worker has started). Call once per process,
+    after the thread settings and before TensorFlow runs any op; a no-op outside multi-worker runs."""
+    global _STRATEGY
+    world = world_from_env()
+    if world.mode != "multi-worker":
+        return None
+    if _STRATEGY is not None:
+        return _STRATEGY
+    _one_device_per_worker()
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except (RuntimeError, ValueError) as exc:
+        raise TLError(f"could not join the TF_CONFIG cluster as worker {world.rank} of {world.size}: {exc}") from None
+    if strategy.num_replicas_in_sync != world.size:
+        raise TLError(
+            f"MultiWorkerMirroredStrategy has {strategy.num_replicas_in_sync} replicas for {world.size} workers; "
+            "tl trains one replica per worker process"
+        )
+    _STRATEGY = strategy
+    return strategy
+
+
+def distribute(strategy: tf.distribute.Strategy,
+               make: Callable[[], tf.data.Dataset]) -> tf.distribute.DistributedDataset:
+    """Each worker's own dataset (``make()``), element for element: no auto-sharding (the core has
+    sharded already) and no rebatching (an element is this worker's per-replica batch)."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+
+    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        if input_context.num_input_pipelines != strategy.num_replicas_in_sync:
+            raise TLError("expected one input pipeline per replica (one replica per worker)")
+        return make().with_options(options)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
