@@ -254,8 +254,10 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     t_start = time.perf_counter()
     callbacks = TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end, checkpointer=checkpointer,
                                resume=resume)
+    # a backend without checkpoints cannot stop cleanly at a step boundary: Ctrl-C interrupts it at once
+    guard = stop_on_signals(callbacks) if checkpointer is not None else contextlib.nullcontext()
     try:
-        with stop_on_signals(callbacks):
+        with guard:
             backend.train(model, batches, micro_per_epoch, settings, callbacks)
     except TrainingInterrupted:
         raise TrainingInterrupted(f"interrupted at step {state['step']}; a checkpoint was written. "
