@@ -98,7 +98,3 @@ def eval_order(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 def iter_batches(encoded: Encoded, order: list[np.ndarray]) -> Iterator[Batch]:
     for rows in order:
         yield encoded.collate(rows)
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return -(-n // batch_size)

@@ -160,6 +160,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
+def validate_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """Everything checkable without a framework: layout, a BERT config.json, an intact
+    model.safetensors. Returns the config."""
+    check_checkpoint_dir(directory)
+    config = read_config(directory)
+    verify_weights(directory)
+    return config
+
+
 def read_meta(directory: str | Path) -> dict[str, Any]:
     """tl.json of a saved model, or a one-line reason why it is not a tl model."""
     d = Path(directory)

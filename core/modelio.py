@@ -14,7 +14,7 @@ import numpy as np
 
 from tl import __version__
 from tl.batching import Encoded, eval_order, iter_batches
-from tl.checkpoint import META_NAME, check_checkpoint_dir, read_meta, verify_weights, write_json
+from tl.checkpoint import META_NAME, read_meta, validate_checkpoint, write_json
 from tl.errors import UsageError
 from tl.interfaces import Backend, HeadSpec, Model
 from tl.metrics import softmax
@@ -72,8 +72,7 @@ def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str
     if not d.exists():
         raise UsageError(f"model directory {d} not found")
     meta = read_meta(d)
-    check_checkpoint_dir(d)
-    verify_weights(d)
+    validate_checkpoint(d)
     tokenizer = Tokenizer.from_dir(d)
     head = HeadSpec(meta["head"], meta["labels"])
     info = {"base_model": meta.get("base_model"), "trained_with": meta.get("backend"), "path": str(d)}

@@ -20,7 +20,7 @@ import numpy as np
 from tl import __version__
 from tl.assets import tl_home
 from tl.batching import accumulation_split, iter_batches, train_order
-from tl.checkpoint import check_checkpoint_dir, convert_pickled, read_config, verify_weights
+from tl.checkpoint import convert_pickled, validate_checkpoint
 from tl.checkpoints import Checkpointer
 from tl.config import RunConfig, TrainSettings, to_dict
 from tl.data import Examples, Splits
@@ -124,9 +124,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     checkpoint, model_source = resolve_model(config.model, registry)
     if config.allow_pickle:
         checkpoint = convert_pickled(checkpoint, tl_home())
-    check_checkpoint_dir(checkpoint)
-    read_config(checkpoint)
-    verify_weights(checkpoint)
+    validate_checkpoint(checkpoint)
     splits = load_splits(config, registry)
     labels = label_space(task, splits)
     tokenizer = Tokenizer.from_dir(checkpoint)
@@ -186,9 +184,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     write_json_atomic(run_dir / "config.json", resolved)
     say(f"tl: {task.name} on {backend.name} | model {config.model} | {len(train_enc)} train / "
         f"{len(eval_enc)} eval examples | labels {', '.join(labels)}")
-    say(f"tl: plan: {plan.summary()}")
-    for note in plan.notes:
-        say(f"tl: note: {note}")
+    announce(plan, say)
     say(f"tl: run directory {run_dir}")
 
     model = backend.build_model(checkpoint, head, tokenizer, init=config.init, seed=config.seed, info=info)
@@ -200,9 +196,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         settings = dataclasses.replace(settings, grad_accum=plan.grad_accum)
         resolved["plan"] = plan.to_dict()
         write_json_atomic(run_dir / "config.json", resolved)
-        say(f"tl: plan (batch-size auto): {plan.summary()}")
-        for note in plan.notes:
-            say(f"tl: note: {note}")
+        announce(plan, say, "plan (batch-size auto)")
     history = History(run_dir / "history.jsonl", keep_until_step=resume.step if resume else None)
     checkpointer = None
     if backend.capabilities.checkpoints and world.is_main:
@@ -308,6 +302,12 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         say(f"tl: warning: could not write plots ({type(exc).__name__}: {exc})")
     pm.hook.tl_on_evaluate(run_dir=run_dir, metrics=metrics)
     return RunResult(run_dir, metrics)
+
+
+def announce(plan, say, title: str = "plan") -> None:
+    say(f"tl: {title}: {plan.summary()}")
+    for note in plan.notes:
+        say(f"tl: note: {note}")
 
 
 @contextlib.contextmanager
