@@ -222,6 +222,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         return iter_batches(train_enc, order(epoch))
 
     def on_step(step: int, loss: float, n: int) -> None:
+        if "first_step_unix" not in state:
+            state["first_step_unix"] = time.time()
         state["step"] = step
         state["samples"] += n
         progress.update(loss, n)
@@ -279,6 +281,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         "train_steps": total_steps,
         "eval_runtime_s": round(state["t_eval"], 3),
         "tokenize_runtime_s": round(tokenize_s, 3),
+        # wall-clock time (Unix seconds) when the first optimizer step of this process finished
+        "first_step_unix": state.get("first_step_unix"),
         "epochs": config.epochs,
         "num_train_samples": len(train_enc),
         "num_eval_samples": len(eval_enc),
