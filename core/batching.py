@@ -73,18 +73,26 @@ def train_order(
     return batches
 
 
-def accumulation_split(order: list[np.ndarray], accum: int, world: int = 1, rank: int = 0) -> list[np.ndarray]:
+def accumulation_split(order: list[np.ndarray], accum: int, world: int = 1, rank: int = 0,
+                       replicas: int = 1) -> list[np.ndarray]:
     """Split each (effective) batch into ``accum`` near-equal micro-batches, and each of those into
-    ``world`` shards of which this process takes number ``rank``: one optimizer step over all
-    processes sees exactly the rows it would see in one process without accumulation. A final batch
-    with fewer than ``accum * world`` rows is dropped (at most that many examples an epoch)."""
-    if accum <= 1 and world <= 1:
+    ``world * replicas`` shards: this process (``rank``) drives ``replicas`` devices and takes shards
+    ``rank * replicas`` to ``rank * replicas + replicas - 1``. One optimizer step over all processes
+    and devices sees exactly the rows it would see in one process without accumulation.
+
+    The result is flat, step by step, then replica by replica, then micro-batch by micro-batch (with
+    one replica, a step's ``accum`` micro-batches are consecutive). A final batch with fewer than
+    ``accum * world * replicas`` rows is dropped (at most that many examples an epoch)."""
+    shards = world * replicas
+    if accum <= 1 and shards <= 1:
         return order
     out: list[np.ndarray] = []
     for rows in order:
-        if len(rows) >= accum * world:
-            for micro in np.array_split(rows, accum):
-                out.append(np.array_split(micro, world)[rank] if world > 1 else micro)
+        if len(rows) < accum * shards:
+            continue
+        micro = [np.array_split(m, shards) if shards > 1 else [m] for m in np.array_split(rows, accum)]
+        for r in range(rank * replicas, rank * replicas + replicas):
+            out.extend(m[r] for m in micro)
     return out
 
 

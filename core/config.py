@@ -164,3 +164,4 @@ class TrainSettings:
     #: Processes training together (torchrun); each gets its shard of every micro-batch.
     world_size: int = 1
     rank: int = 0
+    replicas: int = 1  # local devices this process drives (tf.distribute.MirroredStrategy)

@@ -141,8 +141,10 @@ class Backend(ABC):
                 out[dist] = "missing"
         return out
 
-    def configure(self, threads: int | None) -> None:
-        """Apply process-wide settings (CPU threads) before any model is built; default: nothing."""
+    def configure(self, threads: int | None, replicas: int = 1) -> None:
+        """Apply process-wide settings before any model is built: CPU threads, and (backends listing
+        ``"mirrored"`` in ``capabilities.distributed``) the ``replicas`` local devices this process
+        will drive. Default: nothing."""
         return None
 
     def max_device_batch(self, model: Model, max_length: int, upper: int) -> int | None:

@@ -61,6 +61,8 @@ class PlanRequest:
     local_world_size: int = 1
     distributed: str = "none"  # how the processes were launched, when world_size > 1
     max_device_batch: int | None = None  # the largest per-device batch known to fit
+    #: the backend can drive every local device from one process (tf.distribute.MirroredStrategy)
+    mirrored: bool = False
 
 
 @dataclass
@@ -77,6 +79,7 @@ class TrainingPlan:
     effective_batch: int
     world_size: int
     distributed: str
+    replicas: int = 1  # devices this process drives (in-process data parallelism)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,9 +87,10 @@ class TrainingPlan:
 
     def summary(self) -> str:
         dev = f"{self.device_count}x {self.device_name}" if self.device_count > 1 else self.device_name
+        devices = f" x {self.replicas} devices" if self.replicas > 1 else ""
         return (f"{dev} | {self.precision} ({self.precision_reason}) | batch {self.effective_batch} = "
-                f"{self.per_device_batch} per device x {self.grad_accum} accumulation x {self.world_size} "
-                f"process(es) | {self.threads} threads | distributed: {self.distributed}")
+                f"{self.per_device_batch} per device x {self.grad_accum} accumulation{devices} x "
+                f"{self.world_size} process(es) | {self.threads} threads | distributed: {self.distributed}")
 
 
 def _native_bf16(device: str, probe: Probe) -> bool:
@@ -145,36 +149,38 @@ def make_plan(probe: Probe, request: PlanRequest) -> TrainingPlan:
     notes: list[str] = []
 
     world = max(1, request.world_size)
-    per_rank = request.batch_size // world
-    if request.batch_size % world:
-        raise UsageError(f"batch size {request.batch_size} does not split over {world} processes; "
-                         f"use a multiple of {world}")
+    replicas = count if world == 1 and count > 1 and device != "cpu" and request.mirrored else 1
+    shards = world * replicas
+    what = f"{world} processes" if world > 1 else f"{replicas} devices"
+    if request.batch_size % shards:
+        raise UsageError(f"batch size {request.batch_size} does not split over {what}; use a multiple of {shards}")
+    per_shard = request.batch_size // shards
     if request.grad_accum is not None:
         accum = request.grad_accum
-        if per_rank % accum:
-            raise UsageError(f"batch size {request.batch_size} over {world} process(es) does not split into "
-                             f"{accum} accumulation steps; use a batch size divisible by {world * accum}")
-    elif request.max_device_batch and per_rank > request.max_device_batch:
-        accum = -(-per_rank // request.max_device_batch)
-        while per_rank % accum:
+        if per_shard % accum:
+            raise UsageError(f"batch size {request.batch_size} over {shards} device(s) does not split into "
+                             f"{accum} accumulation steps; use a batch size divisible by {shards * accum}")
+    elif request.max_device_batch and per_shard > request.max_device_batch:
+        accum = -(-per_shard // request.max_device_batch)
+        while per_shard % accum:
             accum += 1
-        notes.append(f"{per_rank} examples per device do not fit at once; accumulating {accum} steps")
+        notes.append(f"{per_shard} examples per device do not fit at once; accumulating {accum} steps")
     else:
         accum = 1
-    per_device = per_rank // accum
+    per_device = per_shard // accum
 
     usable = probe.cpu.usable_cores
     threads = request.threads or max(1, usable // max(1, request.local_world_size))
     if request.threads and request.threads > usable:
         notes.append(f"{request.threads} threads requested on {usable} usable cores (oversubscribed)")
-    distributed = request.distributed if world > 1 else "none"
-    if world == 1 and count > 1:
+    distributed = request.distributed if world > 1 else ("mirrored" if replicas > 1 else "none")
+    if world == 1 and count > 1 and replicas == 1:
         notes.append(f"{count} devices visible; this run uses one (see README: distributed training)")
     return TrainingPlan(
         device=device, device_name=name, device_count=count if device != "cpu" else 1, precision=precision,
         precision_reason=reason, loss_scaling=scaling, threads=threads, per_device_batch=per_device,
         grad_accum=accum, effective_batch=request.batch_size, world_size=world, distributed=distributed,
-        notes=notes,
+        replicas=replicas, notes=notes,
     )
 
 

@@ -158,14 +158,16 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         precision=config.precision, strict=bool(config.precision_strict), batch_size=config.batch_size,
         grad_accum=config.grad_accum, threads=config.threads, world_size=world.size,
         local_world_size=world.local_size, distributed=world.mode,
+        mirrored="mirrored" in backend.capabilities.distributed,
     )
     plan = make_plan(probe, request)
-    backend.configure(plan.threads)
+    backend.configure(plan.threads, plan.replicas)
     precision = plan.precision
     settings = TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio, seed=config.seed, precision=precision, threads=plan.threads,
         grad_accum=plan.grad_accum, loss_scaling=plan.loss_scaling, world_size=world.size, rank=world.rank,
+        replicas=plan.replicas,
     )
     head = HeadSpec(task.head_kind, labels)
     versions = {"tl": __version__, "python": platform.python_version(), **backend.versions()}
@@ -189,7 +191,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
 
     model = backend.build_model(checkpoint, head, tokenizer, init=config.init, seed=config.seed, info=info)
     if config.auto_batch:
-        fitted = backend.max_device_batch(model, config.max_length, config.batch_size // world.size)
+        fitted = backend.max_device_batch(model, config.max_length, config.batch_size // (world.size * plan.replicas))
         plan = make_plan(probe, dataclasses.replace(request, max_device_batch=fitted, grad_accum=None))
         if fitted is None:
             plan.notes.append(f"--batch-size auto: no memory search on {plan.device}; using batch {config.batch_size}")
@@ -207,10 +209,10 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
 
     def order(epoch: int) -> list:
         return accumulation_split(train_order(lengths, config.batch_size, config.seed, epoch), plan.grad_accum,
-                                  world.size, world.rank)
+                                  world.size, world.rank, plan.replicas)
 
     micro_per_epoch = len(order(0))
-    per_epoch = micro_per_epoch // plan.grad_accum  # optimizer steps
+    per_epoch = micro_per_epoch // (plan.grad_accum * plan.replicas)  # optimizer steps
     total_steps = per_epoch * config.epochs
     progress = Progress(total_steps, disable=quiet, initial=resume.step if resume else 0)
     if resume:

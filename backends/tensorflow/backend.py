@@ -20,18 +20,18 @@ class TensorflowBackend(Backend):
     capabilities = Capabilities(
         heads=("sequence_classification",),
         precisions=("fp32", "bf16", "fp16"),
-        distributed=("multi-worker",),
+        distributed=("multi-worker", "mirrored"),
         exports=("savedmodel",),
     )
 
-    def configure(self, threads: int | None) -> None:
-        """Thread pools first, then (TF_CONFIG with 2+ workers) join the cluster: both must happen
-        before TensorFlow runs an op."""
+    def configure(self, threads: int | None, replicas: int = 1) -> None:
+        """Thread pools first, then the strategy (TF_CONFIG with 2+ workers: join the cluster; several
+        local GPUs: MirroredStrategy over ``replicas`` of them); both before TensorFlow runs an op."""
         from tl_tensorflow.distributed import setup
         from tl_tensorflow.train import set_threads
 
         set_threads(threads)
-        setup()
+        setup(replicas)
 
     def probe_accelerators(self) -> tuple[Accelerator, ...]:
         from tl_tensorflow.model import gpu_devices

@@ -1,11 +1,13 @@
-"""Multi-worker training for the TensorFlow backend: ``tf.distribute.MultiWorkerMirroredStrategy``
-from ``TF_CONFIG``, one replica (one device) per worker process.
+"""Data-parallel training for the TensorFlow backend through ``tf.distribute``:
 
-The core already gives every worker its own shard of every micro-batch (``tl.batching.
-accumulation_split``), so nothing here shards or rebatches data: each worker's tf.data pipeline yields
-exactly its shard, through ``distribute_datasets_from_function`` with auto-sharding off. The loss and
-gradient arithmetic that keeps a step equal to a single-process step lives in
-``tl_tensorflow.model.BertClassifier.train_step``.
+- ``MultiWorkerMirroredStrategy`` from ``TF_CONFIG``: one replica (one device) per worker process;
+- ``MirroredStrategy``: one process driving several local GPUs, one replica each.
+
+The core already gives every replica its own shard of every micro-batch (``tl.batching.
+accumulation_split``), so nothing here shards or rebatches data: a process's tf.data pipeline yields
+its replicas' shards in turn, through ``distribute_datasets_from_function`` with auto-sharding off.
+The loss and gradient arithmetic that keeps a step equal to a single-device step lives in
+``tl_tensorflow.model.BertClassifier._grouped_train_step``.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ _STRATEGY: tf.distribute.Strategy | None = None
 
 
 def strategy() -> tf.distribute.Strategy | None:
-    """The multi-worker strategy this process joined in ``setup``, if any."""
+    """The strategy ``setup`` made for this process, if any."""
     return _STRATEGY
 
 
 def scope():
-    """``strategy.scope()`` in a multi-worker run; a no-op otherwise."""
+    """``strategy.scope()`` in a distributed run; a no-op otherwise."""
     return _STRATEGY.scope() if _STRATEGY is not None else contextlib.nullcontext()
 
 
@@ -68,14 +70,18 @@ def _one_device_per_worker() -> None:
             raise TLError(f"cannot restrict this worker to one GPU: {exc}") from None
 
 
-def setup() -> tf.distribute.Strategy | None:
-    """Join the TF_CONFIG cluster (blocks until every worker has started). Call once per process,
-    after the thread settings and before TensorFlow runs any op; a no-op outside multi-worker runs."""
+def setup(replicas: int = 1, devices: list[str] | None = None) -> tf.distribute.Strategy | None:
+    """Multi-worker (TF_CONFIG): join the cluster (blocks until every worker has started). Else, with
+    ``replicas`` > 1: a MirroredStrategy over that many local GPUs (or the named ``devices``). Call
+    once per process, after the thread settings and before TensorFlow runs any op; a no-op for one
+    device."""
     global _STRATEGY
     world = world_from_env()
-    if world.mode != "multi-worker":
-        return None
     if _STRATEGY is not None:
+        return _STRATEGY
+    if world.mode != "multi-worker":
+        if replicas > 1 or devices:
+            _STRATEGY = mirrored(replicas, devices)
         return _STRATEGY
     _one_device_per_worker()
     try:
@@ -91,6 +97,26 @@ def setup() -> tf.distribute.Strategy | None:
     return strategy
 
 
+def mirrored(replicas: int, devices: list[str] | None = None) -> tf.distribute.MirroredStrategy:
+    """MirroredStrategy over the first ``replicas`` GPUs (or ``devices``, e.g. logical CPUs in tests).
+    NCCL all-reduce where the GPUs support it (TensorFlow's default cross-device ops)."""
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        if len(gpus) < replicas:
+            raise TLError(f"the plan asks for {replicas} GPUs but TensorFlow sees {len(gpus)}")
+        devices = [g.name for g in gpus[:replicas]]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    if strategy.num_replicas_in_sync != len(devices):
+        raise TLError(f"MirroredStrategy made {strategy.num_replicas_in_sync} replicas for {len(devices)} devices")
+    return strategy
+
+
+def reset() -> None:
+    """Forget the strategy (tests that train several ways in one process)."""
+    global _STRATEGY
+    _STRATEGY = None
+
+
 def distribute(strategy: tf.distribute.Strategy,
                make: Callable[[], tf.data.Dataset]) -> tf.distribute.DistributedDataset:
     """Each worker's own dataset (``make()``), element for element: no auto-sharding (the core has
@@ -99,8 +125,8 @@ def distribute(strategy: tf.distribute.Strategy,
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
 
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-        if input_context.num_input_pipelines != strategy.num_replicas_in_sync:
-            raise TLError("expected one input pipeline per replica (one replica per worker)")
+        if input_context.num_input_pipelines != world_from_env().size:
+            raise TLError("expected one input pipeline per worker process")
         return make().with_options(options)
 
     return strategy.distribute_datasets_from_function(dataset_fn)

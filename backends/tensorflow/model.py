@@ -130,10 +130,14 @@ class BertClassifier(keras.Model):
         pooled = self.backbone(inputs, training=training)["pooled_output"]
         return self.classifier(self.classifier_dropout(pooled, training=training))
 
+    #: Set by tl_tensorflow.train: each element is a tuple of (x, y) micro-batches making one
+    #: optimizer step on this replica (gradient accumulation, or several replicas).
+    grouped_steps = False
+
     def train_step(self, data):
         # fit()'s default step reports the running mean of the loss; tl's callbacks want each batch's.
-        if self.distribute_strategy.num_replicas_in_sync > 1:
-            return self._sharded_train_step(data)
+        if self.grouped_steps:
+            return self._grouped_train_step(data)
         x, y = data
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
@@ -153,16 +157,18 @@ class BertClassifier(keras.Model):
             iterator, data_batch = None, (stand_in, np.zeros((1,), dtype=np.int64))  # x, y
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def _sharded_train_step(self, data):
-        """One optimizer step whose rows are spread over the replicas (one per worker). ``data`` is
-        this replica's shards of the step's micro-batches, a tuple of (x, y). Each replica's loss is
-        CE_sum(its rows) / rows of the whole step, so the replicas' losses and their gradients SUM to
-        the single-process mean loss of the step and its gradient. The gradients are summed here,
-        once per step, before the optimizer, so that clipping by global norm sees the whole step's
-        gradient as in one process; the optimizer (``PresummedAdamW``) does not reduce again."""
+    def _grouped_train_step(self, data):
+        """One optimizer step whose rows are spread over micro-batches (gradient accumulation) and
+        replicas (devices or workers). ``data`` is this replica's shards of the step's micro-batches,
+        a tuple of (x, y). Each micro-batch's loss is CE_sum(its rows) / rows of the whole step, so
+        the losses and their gradients SUM to the single-process mean loss of the step and its
+        gradient (Keras' own accumulation would average micro-batch means instead, weighting a short
+        last micro-batch too much). The gradients are summed over the replicas here, once per step,
+        before the optimizer, so that clipping by global norm sees the whole step's gradient as in
+        one process; the optimizer (``PresummedAdamW``) does not reduce again."""
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # under a LossScaleOptimizer
         if not getattr(inner, "gradients_presummed", False):
-            raise TLError("multi-worker training needs tl_tensorflow.train's optimizer (gradients_presummed)")
+            raise TLError("grouped train steps need tl_tensorflow.train's optimizer (gradients_presummed)")
         replica = tf.distribute.get_replica_context()
         total = tf.distribute.ReduceOp.SUM
         local_rows = tf.add_n([tf.shape(y)[0] for _, y in data])
@@ -180,13 +186,16 @@ class BertClassifier(keras.Model):
             grads = [a if g is None else a + tf.convert_to_tensor(g)  # embeddings: IndexedSlices -> dense
                      for a, g in zip(grads, micro, strict=True)]
             loss += micro_loss
-        grads = replica.all_reduce(total, grads)
+        if replica.num_replicas_in_sync > 1:
+            grads = replica.all_reduce(total, grads)
+            loss = replica.all_reduce(total, loss)
         self.optimizer.apply(grads, variables)
+        if replica.num_replicas_in_sync == 1:
+            return {"loss": loss, "samples": tf.cast(rows, tf.int32)}
         # Shape [1], not scalars: under MultiWorkerMirroredStrategy Keras 3 reduces step outputs with
         # strategy.reduce(MEAN, v, axis=0), which fails on scalars ("Invalid reduction dimension 0 for
         # input with 0 dimensions", tensorflow/tensorflow#72388). Every replica holds the same values.
-        return {"loss": tf.reshape(replica.all_reduce(total, loss), [1]),
-                "samples": tf.reshape(tf.cast(rows, tf.int32), [1])}
+        return {"loss": tf.reshape(loss, [1]), "samples": tf.reshape(tf.cast(rows, tf.int32), [1])}
 
 
 @dataclass(frozen=True)

@@ -49,15 +49,13 @@ class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """``lr * factor(step)``: linear warm-up with factor (step+1)/(warmup+1) for ``warmup`` steps, then
     linear decay to 0 at ``total`` (tl_torch.train.linear_schedule, step-for-step)."""
 
-    def __init__(self, lr: float, total_steps: int, warmup_steps: int, accum: int = 1) -> None:
+    def __init__(self, lr: float, total_steps: int, warmup_steps: int) -> None:
         self.lr = float(lr)
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
-        #: Keras calls schedules with its micro-step counter under gradient accumulation.
-        self.accum = int(accum)
 
     def __call__(self, step):
-        step = keras.ops.floor(keras.ops.cast(step, "float32") / float(self.accum))
+        step = keras.ops.cast(step, "float32")
         warmup = float(self.warmup_steps)
         rising = (step + 1.0) / (warmup + 1.0)
         falling = keras.ops.maximum(
@@ -66,15 +64,14 @@ class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return self.lr * keras.ops.where(step < warmup, rising, falling)
 
     def get_config(self) -> dict:
-        return {"lr": self.lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "accum": self.accum}
+        return {"lr": self.lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
 
 class PresummedAdamW(keras.optimizers.AdamW):
-    """AdamW for gradients that ``BertClassifier`` has already summed over the replicas of a
-    multi-worker run. Keras' TensorFlow optimizer would sum them itself, but only after clipping each
-    replica's part by its own norm; summing first and skipping that second reduction clips the
-    whole step's gradient, as in one process."""
+    """AdamW for gradients that ``BertClassifier``'s grouped step has already summed over the
+    replicas (devices or workers). Keras' TensorFlow optimizer would sum them itself, but only after
+    clipping each replica's part by its own norm; summing first and skipping that second reduction
+    clips the whole step's gradient, as in one process."""
 
     gradients_presummed = True
 
@@ -82,22 +79,19 @@ class PresummedAdamW(keras.optimizers.AdamW):
         return list(grads_and_vars)
 
 
-def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, warmup: int):
-    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe). Multi-worker:
-    ``PresummedAdamW``, without Keras' gradient accumulation (whose ``cond`` around a cross-replica
-    update TensorFlow refuses: "`merge_call` called while defining a new graph or a tf.function");
-    ``BertClassifier`` accumulates a step's micro-batches itself."""
-    presummed = settings.world_size > 1
-    accum = 1 if presummed else max(1, settings.grad_accum)
-    optimizer = (PresummedAdamW if presummed else keras.optimizers.AdamW)(
-        learning_rate=LinearSchedule(settings.lr, total, warmup, accum),
+def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, warmup: int, grouped: bool):
+    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe). ``grouped``
+    (accumulation or several replicas): ``PresummedAdamW``; ``BertClassifier`` accumulates a step's
+    micro-batches itself, row-weighted (Keras' ``gradient_accumulation_steps`` averages micro-batch
+    means, and its ``cond`` around a cross-replica update TensorFlow refuses: "`merge_call` called
+    while defining a new graph or a tf.function")."""
+    optimizer = (PresummedAdamW if grouped else keras.optimizers.AdamW)(
+        learning_rate=LinearSchedule(settings.lr, total, warmup),
         weight_decay=settings.weight_decay,
         beta_1=0.9,
         beta_2=0.999,
         epsilon=ADAM_EPSILON,
         global_clipnorm=MAX_GRAD_NORM,
-        # Keras averages the micro-batch gradients and steps every N calls; schedules see real steps
-        gradient_accumulation_steps=accum if accum > 1 else None,
     )
     optimizer.exclude_from_weight_decay(var_list=[s.variable for s in weight_map(model.network) if not s.decays])
     if settings.precision == "fp16" and settings.loss_scaling:
@@ -165,28 +159,22 @@ def dataset_factory(train_batches: Callable[[int], Iterable[Batch]], epochs: int
 
 
 class Report(keras.callbacks.Callback):
-    """Forwards fit's per-batch numbers to tl's callbacks."""
+    """Forwards fit's per-step numbers (one fit step is one optimizer step) to tl's callbacks."""
 
-    def __init__(self, callbacks: TrainCallbacks, accum: int = 1) -> None:
+    def __init__(self, callbacks: TrainCallbacks) -> None:
         super().__init__()
         self.callbacks = callbacks
-        self.accum = accum
         self.step = 0
         self.loss_sum = 0.0
         self.n_batches = 0
-        self._micro: list[tuple[float, int]] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.loss_sum = 0.0
         self.n_batches = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        self._micro.append((float(logs["loss"]), int(logs["samples"])))
-        if len(self._micro) < self.accum:
-            return
-        rows = sum(n for _, n in self._micro)
-        loss = sum(v * n for v, n in self._micro) / rows  # the optimizer step's mean loss
-        self._micro = []
+        # multi-replica steps report shape-[1] values (see BertClassifier._grouped_train_step)
+        loss, rows = float(np.ravel(logs["loss"])[0]), int(np.ravel(logs["samples"])[0])
         self.loss_sum += loss
         self.n_batches += 1
         self.step += 1
@@ -198,25 +186,28 @@ class Report(keras.callbacks.Callback):
 
 def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
           settings: TrainSettings, callbacks: TrainCallbacks) -> None:
-    """``steps_per_epoch`` counts micro-batches. Multi-worker (``settings.world_size > 1``): each worker
-    trains on its shard of every micro-batch under the strategy ``configure()`` joined; the model
-    must have been built under it (``build_model`` does)."""
+    """``steps_per_epoch`` counts micro-batches (over this process's replicas). Several replicas
+    (workers x local devices): each trains on its shard of every micro-batch under the strategy
+    ``configure()`` set up; the model must have been built under it (``build_model`` does)."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
     model.set_precision(settings.precision)
     network = model.network
-    strategy = None
-    if settings.world_size > 1:
-        strategy = distributed.strategy()
-        if strategy is None or network.distribute_strategy is not strategy:
-            raise TLError(f"multi-worker training ({settings.world_size} workers) needs the backend configured "
-                          "(configure()) and the model built under TF_CONFIG's MultiWorkerMirroredStrategy")
+    strategy = distributed.strategy()
+    replicas = settings.world_size * settings.replicas
+    if replicas > 1 and (strategy is None or strategy.num_replicas_in_sync != replicas
+                         or network.distribute_strategy is not strategy):
+        raise TLError(f"training on {replicas} replicas needs the backend configured (configure()) and the "
+                      "model built under its tf.distribute strategy")
     accum = max(1, settings.grad_accum)
-    total = steps_per_epoch // accum * settings.epochs  # optimizer steps
+    per_step = accum * settings.replicas  # micro-batches of one optimizer step in this process
+    grouped = per_step > 1 or replicas > 1
+    total = steps_per_epoch // per_step * settings.epochs  # optimizer steps
     warmup = int(settings.warmup_ratio * total)
+    network.grouped_steps = grouped
     with distributed.scope():
         network.compile(
-            optimizer=make_optimizer(model, settings, total, warmup),
+            optimizer=make_optimizer(model, settings, total, warmup, grouped),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=False,  # XLA recompiles for every padded width; slower on CPU with dynamic shapes
         )
@@ -224,13 +215,14 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
         for epoch in range(settings.epochs):
             callbacks.on_epoch_end(epoch, 0.0)
         return
+    # grouped: one element per replica and optimizer step, a tuple of its ``accum`` micro-batches;
+    # a strategy hands a process's consecutive elements to its replicas in turn
+    make = dataset_factory(train_batches, settings.epochs, steps_per_epoch, group=accum if grouped else 0)
+    report = Report(callbacks)
     if strategy is None:
-        dataset = make_dataset(train_batches, settings.epochs, steps_per_epoch)
-        network.fit(dataset, epochs=settings.epochs, steps_per_epoch=steps_per_epoch, shuffle=False, verbose=0,
-                    callbacks=[Report(callbacks, accum)])
+        network.fit(make(), epochs=settings.epochs, steps_per_epoch=steps_per_epoch // per_step, shuffle=False,
+                    verbose=0, callbacks=[report])
         return
-    # multi-worker: one element (this worker's shards of a step's micro-batches) per optimizer step
-    make = dataset_factory(train_batches, settings.epochs, steps_per_epoch, group=accum)
     with strategy.scope():
         network.fit(distributed.distribute(strategy, make), epochs=settings.epochs,
-                    steps_per_epoch=steps_per_epoch // accum, shuffle=False, verbose=0, callbacks=[Report(callbacks)])
+                    steps_per_epoch=steps_per_epoch // per_step, shuffle=False, verbose=0, callbacks=[report])

@@ -24,7 +24,7 @@ class TorchBackend(Backend):
         checkpoints=True,
     )
 
-    def configure(self, threads: int | None) -> None:
+    def configure(self, threads: int | None, replicas: int = 1) -> None:
         from tl_torch.train import set_threads
 
         set_threads(threads)
