@@ -35,6 +35,12 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def take(self, rows: Sequence[int] | np.ndarray) -> Encoded:
+        """The rows at ``rows``, in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        labels = None if self.labels is None else self.labels[rows]
+        return Encoded([self.ids[i] for i in rows], [self.type_ids[i] for i in rows], labels, self.pad_id)
+
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))

@@ -47,6 +47,23 @@ def world_from_env() -> World:
         except (ValueError, TypeError, AttributeError) as exc:
             raise UsageError(f"TF_CONFIG is not valid JSON describing a cluster: {exc}") from None
         if count > 1:
-            local = sum(1 for w in workers if str(w).split(":")[0] in ("localhost", "127.0.0.1"))
-            return World(rank=index, size=count, local_size=max(1, local), mode="multi-worker")
+            return World(rank=index, size=count, local_size=host_tasks(tf_config)[1], mode="multi-worker")
     return World()
+
+
+def host_tasks(tf_config: str) -> tuple[int, int]:
+    """(this task's position among the TF_CONFIG cluster's tasks on its host, how many tasks that
+    host runs), chief first, then workers; hosts compared by the name in TF_CONFIG. (0, 1) when
+    unreadable."""
+    try:
+        spec = json.loads(tf_config)
+        cluster = spec.get("cluster", {})
+        tasks = [("chief", i, a) for i, a in enumerate(cluster.get("chief", []))]
+        tasks += [("worker", i, a) for i, a in enumerate(cluster.get("worker", []))]
+        me = (spec["task"]["type"], int(spec["task"].get("index", 0)))
+        address = next(a for t, i, a in tasks if (t, i) == me)
+    except (ValueError, TypeError, KeyError, AttributeError, StopIteration):
+        return 0, 1
+    host = str(address).rsplit(":", 1)[0]
+    same_host = [(t, i) for t, i, a in tasks if str(a).rsplit(":", 1)[0] == host]
+    return same_host.index(me), len(same_host)

@@ -82,6 +82,9 @@ class Capabilities:
     exports: tuple[str, ...] = ()
     #: Writes resumable checkpoints (model, optimizer, schedule, RNG, data position).
     checkpoints: bool = False
+    #: In a multi-process run, each process evaluates its shard and ``Backend.all_gather`` joins them;
+    #: otherwise every process evaluates the whole set.
+    sharded_eval: bool = False
 
 
 @dataclass
@@ -152,15 +155,24 @@ class Backend(ABC):
         tokens (``--batch-size auto``), or None where memory is not the limit (CPU)."""
         return None
 
+    def all_gather(self, array: np.ndarray) -> list[np.ndarray]:
+        """Every process's ``array`` (shapes may differ along axis 0), in rank order, during a
+        multi-process run (``capabilities.sharded_eval``)."""
+        raise NotImplementedError(f"backend {self.name!r} does not gather across processes")
+
     def probe_accelerators(self) -> tuple[Accelerator, ...]:
         """The accelerators this backend can train on here (empty: CPU only). May import the
         framework; must not allocate device memory."""
         return ()
 
     def probe(self) -> Probe:
+        """CPU facts and this backend's accelerators; probed once per backend instance."""
         from tl.plan import Probe
 
-        return Probe(cpu_info(), tuple(self.probe_accelerators()))
+        cached = self.__dict__.get("_probe")
+        if cached is None:
+            cached = self.__dict__["_probe"] = Probe(cpu_info(), tuple(self.probe_accelerators()))
+        return cached
 
     @abstractmethod
     def build_model(

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from tl.checkpoint import convert_pickled, validate_checkpoint
 from tl.checkpoints import Checkpointer
 from tl.config import RunConfig, TrainSettings, to_dict
 from tl.data import Examples, Splits
-from tl.distributed import world_from_env
+from tl.distributed import World, world_from_env
 from tl.errors import BackendUnavailable, DataError, TrainingInterrupted, UsageError
 from tl.interfaces import Backend, HeadSpec, Task, TrainCallbacks
 from tl.metrics import cross_entropy
@@ -100,8 +101,21 @@ def label_ids(labels: list[str], space: tuple[str, ...]) -> np.ndarray:
     return np.asarray([index[x] for x in labels], dtype=np.int64)
 
 
-def evaluate(model, encoded, labels: tuple[str, ...], task: Task, batch_size: int) -> dict[str, Any]:
-    logits = dataset_logits(model, encoded, batch_size=max(batch_size, 64))
+def evaluate(model, encoded, labels: tuple[str, ...], task: Task, batch_size: int,
+             gather: Callable[[np.ndarray], list[np.ndarray]] | None = None, world: World | None = None
+             ) -> dict[str, Any]:
+    """Loss and the task's metrics over ``encoded``. With ``gather`` in a multi-process ``world``,
+    each process computes the logits of every ``world.size``-th row from its rank on, and the
+    gathered shards make the whole set's logits on every process (the same metrics everywhere)."""
+    batch = max(batch_size, 64)
+    if gather is None or world is None or world.size == 1:
+        logits = dataset_logits(model, encoded, batch_size=batch)
+    else:
+        mine = dataset_logits(model, encoded.take(np.arange(world.rank, len(encoded), world.size)), batch_size=batch)
+        parts = gather(mine)
+        logits = np.empty((len(encoded), mine.shape[1]), dtype=mine.dtype)
+        for rank, part in enumerate(parts):
+            logits[rank::world.size] = part
     preds = logits.argmax(axis=-1)
     report = task.metrics(encoded.labels, preds, labels)
     out = {"eval_loss": cross_entropy(logits, encoded.labels)}
@@ -236,7 +250,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     def on_epoch_end(epoch: int, train_loss: float) -> None:
         t = time.perf_counter()
         nonlocal epoch_metrics
-        epoch_metrics = evaluate(model, eval_enc, labels, task, config.batch_size)
+        epoch_metrics = evaluate(model, eval_enc, labels, task, config.batch_size,
+                                 backend.all_gather if backend.capabilities.sharded_eval else None, world)
         state["t_eval"] += time.perf_counter() - t
         row = {"event": "epoch", "epoch": epoch + 1, "step": state["step"], "train_loss": train_loss,
                "eval_loss": epoch_metrics["eval_loss"], "eval_accuracy": epoch_metrics["eval_accuracy"],
@@ -298,6 +313,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         "effective_batch": plan.effective_batch,
         "grad_accum": plan.grad_accum,
         "world_size": world.size,
+        # processes that evaluated a share of the held-out set each (1: one process evaluated all of it)
+        "eval_shards": world.size if backend.capabilities.sharded_eval else 1,
     }
     write_json_atomic(run_dir / "metrics.json", metrics)
     try:

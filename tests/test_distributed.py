@@ -30,6 +30,7 @@ def test_torchrun_two_processes_match_one(tmp_path, tiny_data):
     # the same rows per optimizer step, gradients averaged by DDP: the same model up to float noise
     assert results[2]["eval_loss"] == pytest.approx(results[1]["eval_loss"], abs=1e-4)
     assert results[2]["eval_accuracy"] == results[1]["eval_accuracy"]
+    assert (results[1]["eval_shards"], results[2]["eval_shards"]) == (1, 2)  # each rank evaluated half
     config = json.loads((tmp_path / "r2" / "config.json").read_text())
     assert config["plan"]["distributed"] == "ddp" and config["plan"]["per_device_batch"] == 8
     assert (tmp_path / "r2" / "model" / "model.safetensors").is_file()
@@ -43,3 +44,53 @@ def test_tensorflow_refuses_a_torchrun_group(tmp_path, tiny_checkpoint, tiny_dat
                          capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     assert "--nproc launches torchrun, for the torch backend" in out.stderr and "TF_CONFIG" in out.stderr
+
+
+def test_sharded_evaluation_reassembles_the_whole_set(registry, tiny_checkpoint, tiny_data):
+    """Each rank computes the logits of every world-th row; gathering them in rank order gives the
+    metrics of evaluating everything in one process (here the two ranks' shards are made in-process)."""
+    import numpy as np
+
+    from tl.data import load_examples
+    from tl.distributed import World
+    from tl.interfaces import HeadSpec
+    from tl.modelio import dataset_logits, encode
+    from tl.runner import evaluate, get_backend
+    from tl.tokenization import Tokenizer
+
+    examples = load_examples(tiny_data, "text", "label")
+    labels = ("negative", "positive")
+    tokenizer = Tokenizer.from_dir(tiny_checkpoint)
+    enc = encode(tokenizer, examples.texts[:101], None, 32,
+                 np.array([labels.index(x) for x in examples.labels[:101]]))
+    model = get_backend(registry, "torch").build_model(tiny_checkpoint, HeadSpec("sequence_classification", labels),
+                                                       tokenizer, init="pretrained", seed=0, info={})
+    task = registry.get("task", "sentiment")
+    whole = evaluate(model, enc, labels, task, 32)
+    shards = [dataset_logits(model, enc.take(np.arange(r, len(enc), 3))) for r in range(3)]
+    seen = []
+
+    def gather(mine):
+        seen.append(mine.shape[0])
+        return shards
+
+    sharded = evaluate(model, enc, labels, task, 32, gather, World(rank=1, size=3, mode="ddp"))
+    assert seen == [34]  # rank 1 of 3 computed rows 1, 4, ..., 100 only
+    assert sharded["eval_loss"] == pytest.approx(whole["eval_loss"], abs=1e-6)
+    assert sharded["eval_accuracy"] == whole["eval_accuracy"]
+    assert sharded["eval_confusion_matrix"] == whole["eval_confusion_matrix"]
+
+
+def test_world_from_tf_config_counts_tasks_per_host(monkeypatch):
+    from tl.distributed import world_from_env
+
+    cluster = {"chief": ["node-a:2000"], "worker": ["node-a:2001", "node-b:2000", "node-b:2001", "node-b:2002"]}
+    for task, rank, local in ((("chief", 0), 0, 2), (("worker", 0), 1, 2), (("worker", 2), 3, 3)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": task[0], "index": task[1]}}))
+        world = world_from_env()
+        assert (world.mode, world.size, world.rank, world.local_size) == ("multi-worker", 5, rank, local)
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    from tl.errors import UsageError
+
+    with pytest.raises(UsageError, match="TF_CONFIG is not valid JSON"):
+        world_from_env()

@@ -47,3 +47,39 @@ def test_nccl_two_processes(tmp_path, tiny_data):
                           str(tmp_path / "r"), "-q", "--json"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((tmp_path / "r" / "config.json").read_text())["plan"]["distributed"] == "ddp"
+
+
+def test_probe_does_not_initialise_cuda():
+    code = ("import torch; from tl_torch.backend import TorchBackend; p = TorchBackend().probe(); "
+            "print(len(p.accelerators), torch.cuda.is_initialized())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [str(_cuda_devices()), "False"]
+
+
+def _tf_gpus() -> int:
+    if importlib.util.find_spec("tensorflow") is None:
+        return 0
+    out = subprocess.run([sys.executable, "-c", "import tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"],
+                         capture_output=True, text=True, timeout=300)
+    return int(out.stdout.split()[-1]) if out.returncode == 0 else 0
+
+
+@pytest.mark.parametrize("gpus", [1, 2])
+def test_tensorflow_on_gpus(tmp_path, tiny_data, gpus):
+    """One GPU, or MirroredStrategy over two (the plan turns it on for 2+ visible GPUs)."""
+    if _tf_gpus() < gpus:
+        pytest.skip(f"TensorFlow sees fewer than {gpus} GPU(s)")
+    import os
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
+    ckpt = make_checkpoint(tmp_path / "ck")
+    out = subprocess.run([sys.executable, "-m", "tl", "run", "--backend", "tensorflow", "--model", str(ckpt),
+                          "--dataset", str(tiny_data), "--epochs", "4", "--lr", "5e-3", "--batch-size", "16",
+                          "--max-length", "32", "-o", str(tmp_path / "r"), "-q", "--json"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    plan = json.loads((tmp_path / "r" / "config.json").read_text())["plan"]
+    assert plan["device"] == "cuda" and plan["replicas"] == gpus
+    assert plan["distributed"] == ("mirrored" if gpus > 1 else "none")
+    assert json.loads(out.stdout.strip().splitlines()[-1])["eval_accuracy"] >= 0.9

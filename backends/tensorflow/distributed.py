@@ -13,11 +13,10 @@ The loss and gradient arithmetic that keeps a step equal to a single-device step
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable
 
-from tl.distributed import world_from_env
+from tl.distributed import host_tasks, world_from_env
 from tl.errors import TLError
 
 # keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
@@ -36,30 +35,13 @@ def scope():
     return _STRATEGY.scope() if _STRATEGY is not None else contextlib.nullcontext()
 
 
-def host_tasks(tf_config: str | None = None) -> tuple[int, int]:
-    """(this task's position among the cluster's tasks on its host, how many tasks that host runs),
-    chief first, then workers; hosts compared by the name in TF_CONFIG. (0, 1) when unreadable."""
-    try:
-        spec = json.loads(tf_config if tf_config is not None else os.environ.get("TF_CONFIG", "{}"))
-        cluster = spec.get("cluster", {})
-        tasks = [("chief", i, a) for i, a in enumerate(cluster.get("chief", []))]
-        tasks += [("worker", i, a) for i, a in enumerate(cluster.get("worker", []))]
-        me = (spec["task"]["type"], int(spec["task"].get("index", 0)))
-        address = next(a for t, i, a in tasks if (t, i) == me)
-    except (ValueError, TypeError, KeyError, AttributeError, StopIteration):
-        return 0, 1
-    host = str(address).rsplit(":", 1)[0]
-    same_host = [(t, i) for t, i, a in tasks if str(a).rsplit(":", 1)[0] == host]
-    return same_host.index(me), len(same_host)
-
-
 def _one_device_per_worker() -> None:
     """MultiWorkerMirroredStrategy makes a replica of every visible GPU; tl's batches are sharded per
     worker, so each worker keeps one GPU (the one matching its place on the host), like torchrun."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         return
-    index, count = host_tasks()
+    index, count = host_tasks(os.environ.get("TF_CONFIG", "{}"))
     if count > len(gpus) and "CUDA_VISIBLE_DEVICES" not in os.environ:  # else each may see its own GPU
         raise TLError(f"TF_CONFIG puts {count} workers on this host, which has {len(gpus)} GPU(s); "
                       "run at most one worker per GPU (or give each its own with CUDA_VISIBLE_DEVICES)")

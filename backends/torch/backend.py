@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
+
 from tl.batching import Batch
 from tl.config import TrainSettings
 from tl.interfaces import Backend, Capabilities, HeadSpec, Model, TrainCallbacks
@@ -22,6 +24,7 @@ class TorchBackend(Backend):
         precisions=("fp32", "bf16", "fp16"),
         distributed=("ddp",),
         checkpoints=True,
+        sharded_eval=True,
     )
 
     def configure(self, threads: int | None, replicas: int = 1) -> None:
@@ -37,9 +40,26 @@ class TorchBackend(Backend):
             return None
         return find_max_batch(lambda batch: fits_in_memory(model, batch, max_length), upper)
 
+    def all_gather(self, array: np.ndarray) -> list[np.ndarray]:
+        import torch.distributed as dist
+
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, np.ascontiguousarray(array))
+        return parts
+
     def probe_accelerators(self) -> tuple[Accelerator, ...]:
+        """CUDA GPUs from NVML where the driver provides it (no CUDA initialisation, so torchrun's
+        workers and forked data loaders start clean); otherwise torch's own query."""
         import torch
 
+        from tl import nvml
+
+        if torch.version.cuda is None:  # a CPU (or ROCm/XPU) build of torch
+            return ()
+        found = nvml.gpus()
+        if found is not None:
+            return tuple(Accelerator("cuda", g.name, g.memory_gib, g.capability,
+                                     bf16=g.capability >= CUDA_BF16_CAPABILITY, fp16=True) for g in found)
         if not torch.cuda.is_available():
             return ()
         out = []

@@ -197,6 +197,8 @@ def join_process_group(module: torch.nn.Module, dev: torch.device) -> torch.nn.M
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # NCCL collectives (and all_gather_object) use the current device
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if dev.type == "cuda":
