@@ -22,6 +22,7 @@ class TensorflowBackend(Backend):
         precisions=("fp32", "bf16", "fp16"),
         distributed=("multi-worker", "mirrored"),
         exports=("savedmodel",),
+        checkpoints=True,
     )
 
     def configure(self, threads: int | None, replicas: int = 1) -> None:

@@ -3,14 +3,17 @@ precision, global-norm clipping. Same schedule, decay groups and clipping as the
 
 from __future__ import annotations
 
+import json
+import random
 import warnings
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 
 from tl.batching import Batch
 from tl.config import TrainSettings
-from tl.errors import TLError
+from tl.errors import TLError, TrainingInterrupted
 from tl.interfaces import TrainCallbacks
 
 # keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
@@ -99,31 +102,39 @@ def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, 
     return optimizer
 
 
+def collect(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int,
+            start_epoch: int = 0, skip: int = 0) -> list[Batch]:
+    """Every epoch's micro-batches from ``start_epoch`` on, one epoch after the other, less the first
+    ``skip`` of ``start_epoch`` (already trained before a resume)."""
+    batches: list[Batch] = []
+    for epoch in range(start_epoch, epochs):
+        n = 0
+        for b in train_batches(epoch):
+            if not (epoch == start_epoch and n < skip):
+                batches.append(b)
+            n += 1
+        if n != steps_per_epoch:
+            raise TLError(f"epoch {epoch} had {n} batches, expected steps_per_epoch={steps_per_epoch}")
+    return batches
+
+
 def make_dataset(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int
                  ) -> tf.data.Dataset:
-    """Every epoch's batches, one epoch after the other; fit(steps_per_epoch=...) cuts them into epochs.
+    """Every epoch's batches, one epoch after the other.
 
     The core's length-grouped, dynamically padded batches are collated up front (a few MB per epoch)
     and held as ragged tensors [batch, (rows), (width)], so the tf.data pipeline runs entirely in
     the graph: no Python generator in the step loop (``from_generator``'s iterator also stalls for
     about a minute on tear-down while its worker waits for the GIL). Errors in the data therefore
     surface here, before training starts, as tl's own exceptions."""
-    return dataset_factory(train_batches, epochs, steps_per_epoch)()
+    return dataset_factory(collect(train_batches, epochs, steps_per_epoch))()
 
 
-def dataset_factory(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int,
-                    group: int = 0) -> Callable[[], tf.data.Dataset]:
-    """``make_dataset``, collated now, the dataset made when called (multi-worker: by the strategy,
-    on the worker's input device). ``group`` > 0: each element is a tuple of ``group`` consecutive
-    (x, y) micro-batches (the micro-batches of one optimizer step; each keeps its own width)."""
-    batches: list[Batch] = []
-    for epoch in range(epochs):
-        n = 0
-        for b in train_batches(epoch):
-            batches.append(b)
-            n += 1
-        if n != steps_per_epoch:
-            raise TLError(f"epoch {epoch} had {n} batches, expected steps_per_epoch={steps_per_epoch}")
+def dataset_factory(batches: list[Batch], group: int = 0) -> Callable[[], tf.data.Dataset]:
+    """The dataset of ``batches`` (see ``make_dataset``), made when called (multi-worker: by the
+    strategy, on the worker's input device). ``group`` > 0: each element is a tuple of ``group``
+    consecutive (x, y) micro-batches (the micro-batches of one optimizer step on one replica; each
+    keeps its own width)."""
     if not batches:
         raise TLError("no training batches")
     if group and len(batches) % group:
@@ -159,36 +170,49 @@ def dataset_factory(train_batches: Callable[[int], Iterable[Batch]], epochs: int
 
 
 class Report(keras.callbacks.Callback):
-    """Forwards fit's per-step numbers (one fit step is one optimizer step) to tl's callbacks."""
+    """Turns fit's steps (one fit step is one optimizer step; one ``fit`` call covers every remaining
+    epoch) into tl's callbacks: steps, epoch ends, checkpoints and stopping at a step boundary.
+    Mirrors the torch loop: a checkpoint every ``--save-every`` steps and at each epoch end."""
 
-    def __init__(self, callbacks: TrainCallbacks) -> None:
+    def __init__(self, callbacks: TrainCallbacks, steps_per_epoch: int, micro_per_step: int,
+                 save: Callable[[int, int, int, float, int], None], start_step: int = 0,
+                 partial: tuple[float, int] = (0.0, 0)) -> None:
         super().__init__()
         self.callbacks = callbacks
-        self.step = 0
-        self.loss_sum = 0.0
-        self.n_batches = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.loss_sum = 0.0
-        self.n_batches = 0
+        self.steps_per_epoch = steps_per_epoch  # optimizer steps
+        self.micro_per_step = micro_per_step
+        self.save = save
+        self.step = start_step
+        self.loss_sum, self.n_steps = partial  # of the epoch in progress
 
     def on_train_batch_end(self, batch, logs=None):
         # multi-replica steps report shape-[1] values (see BertClassifier._grouped_train_step)
         loss, rows = float(np.ravel(logs["loss"])[0]), int(np.ravel(logs["samples"])[0])
         self.loss_sum += loss
-        self.n_batches += 1
+        self.n_steps += 1
         self.step += 1
-        self.callbacks.on_step(self.step, loss, rows)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.callbacks.on_epoch_end(epoch, self.loss_sum / max(1, self.n_batches))
+        callbacks = self.callbacks
+        callbacks.on_step(self.step, loss, rows)
+        epoch, done = divmod(self.step, self.steps_per_epoch)
+        stop = callbacks.should_stop()
+        ckpt = callbacks.checkpointer
+        if done == 0:  # the last step of epoch ``epoch - 1``
+            callbacks.on_epoch_end(epoch - 1, self.loss_sum / max(1, self.n_steps))
+            self.loss_sum, self.n_steps = 0.0, 0
+            if ckpt is not None:
+                self.save(self.step, epoch, 0, 0.0, 0)
+        elif ckpt is not None and (stop or ckpt.due(self.step)):
+            self.save(self.step, epoch, done * self.micro_per_step, self.loss_sum, self.n_steps)
+        if stop:
+            raise TrainingInterrupted(f"interrupted at step {self.step}; a checkpoint was written")
 
 
 def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
           settings: TrainSettings, callbacks: TrainCallbacks) -> None:
     """``steps_per_epoch`` counts micro-batches (over this process's replicas). Several replicas
     (workers x local devices): each trains on its shard of every micro-batch under the strategy
-    ``configure()`` set up; the model must have been built under it (``build_model`` does)."""
+    ``configure()`` set up; the model must have been built under it (``build_model`` does).
+    ``callbacks.resume``: continue from that checkpoint (weights, optimizer, RNG, data position)."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
     model.set_precision(settings.precision)
@@ -202,27 +226,100 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
     accum = max(1, settings.grad_accum)
     per_step = accum * settings.replicas  # micro-batches of one optimizer step in this process
     grouped = per_step > 1 or replicas > 1
-    total = steps_per_epoch // per_step * settings.epochs  # optimizer steps
+    per_epoch = steps_per_epoch // per_step  # optimizer steps
+    total = per_epoch * settings.epochs
     warmup = int(settings.warmup_ratio * total)
     network.grouped_steps = grouped
     with distributed.scope():
+        optimizer = make_optimizer(model, settings, total, warmup, grouped)
         network.compile(
-            optimizer=make_optimizer(model, settings, total, warmup, grouped),
+            optimizer=optimizer,
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             jit_compile=False,  # XLA recompiles for every padded width; slower on CPU with dynamic shapes
         )
+        optimizer.build(network.trainable_variables)
     if total == 0:
         for epoch in range(settings.epochs):
             callbacks.on_epoch_end(epoch, 0.0)
         return
+    step, start_epoch, skip, partial = 0, 0, 0, (0.0, 0)
+    resume = callbacks.resume
+    if resume is not None:
+        restore(resume.path, model, optimizer)
+        step, start_epoch, skip = resume.step, resume.epoch, resume.micro
+        partial = (float(resume.extra.get("loss_sum", 0.0)), int(resume.extra.get("n_steps", 0)))
+
+    def save(at: int, epoch: int, micro: int, loss_sum: float, n_steps: int) -> None:
+        callbacks.checkpointer.save(at, epoch, micro, lambda d: write_state(d, model, optimizer),
+                                    {"loss_sum": loss_sum, "n_steps": n_steps})
+
     # grouped: one element per replica and optimizer step, a tuple of its ``accum`` micro-batches;
     # a strategy hands a process's consecutive elements to its replicas in turn
-    make = dataset_factory(train_batches, settings.epochs, steps_per_epoch, group=accum if grouped else 0)
-    report = Report(callbacks)
+    batches = collect(train_batches, settings.epochs, steps_per_epoch, start_epoch, skip)
+    make = dataset_factory(batches, group=accum if grouped else 0)
+    report = Report(callbacks, per_epoch, per_step, save, step, partial)
+    remaining = len(batches) // per_step
     if strategy is None:
-        network.fit(make(), epochs=settings.epochs, steps_per_epoch=steps_per_epoch // per_step, shuffle=False,
-                    verbose=0, callbacks=[report])
+        network.fit(make(), epochs=1, steps_per_epoch=remaining, shuffle=False, verbose=0, callbacks=[report])
         return
     with strategy.scope():
-        network.fit(distributed.distribute(strategy, make), epochs=settings.epochs,
-                    steps_per_epoch=steps_per_epoch // per_step, shuffle=False, verbose=0, callbacks=[report])
+        network.fit(distributed.distribute(strategy, make), epochs=1, steps_per_epoch=remaining, shuffle=False,
+                    verbose=0, callbacks=[report])
+
+
+def rng_variables(model: TensorflowModel) -> list:
+    """Keras' seed-generator states (dropout masks come from them), in the network's variable
+    order: everything of ``network.variables`` that is not a weight."""
+    weights = {id(v) for v in model.network.weights}
+    return [v for v in model.network.variables if id(v) not in weights]
+
+
+def write_state(directory: Path, model: TensorflowModel, optimizer) -> None:
+    """Weights (transformers names), optimizer slots and step counter, and every RNG state as
+    safetensors (no pickles); Python's and NumPy's RNG states as JSON. The data position is in the
+    checkpoint's ``state.json`` (written by the core)."""
+    from safetensors.numpy import save_file
+
+    save_file(model.state(), str(directory / "model.safetensors"))
+    tensors = {f"optimizer/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+    tensors.update({f"rng/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(rng_variables(model))})
+    save_file(tensors, str(directory / "trainer.safetensors"))
+    np_state = np.random.get_state()
+    meta = {
+        "optimizer": [v.path for v in optimizer.variables],
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "python": _to_lists(random.getstate()),
+    }
+    (directory / "trainer.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def restore(directory: Path, model: TensorflowModel, optimizer) -> None:
+    from safetensors.numpy import load_file
+
+    try:
+        model.load_state(load_file(str(directory / "model.safetensors")), f"{directory}/model.safetensors")
+        tensors = load_file(str(directory / "trainer.safetensors"))
+        meta = json.loads((directory / "trainer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, TLError) as exc:
+        raise TLError(f"cannot resume from {directory}: {type(exc).__name__}: {exc}") from None
+    slots = sorted(k for k in tensors if k.startswith("optimizer/"))
+    seeds = sorted(k for k in tensors if k.startswith("rng/"))
+    rngs = rng_variables(model)
+    if len(slots) != len(optimizer.variables) or len(seeds) != len(rngs):
+        raise TLError(f"cannot resume from {directory}: it holds {len(slots)} optimizer and {len(seeds)} RNG "
+                      f"variables, this run has {len(optimizer.variables)} and {len(rngs)} (different options?)")
+    for key, v in zip(slots, optimizer.variables, strict=True):
+        v.assign(tensors[key])
+    for key, v in zip(seeds, rngs, strict=True):
+        v.assign(tensors[key])
+    name, keys, *rest = meta["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    random.setstate(_to_tuples(meta["python"]))
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
