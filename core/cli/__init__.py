@@ -48,11 +48,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def _register_builtin_commands() -> None:
     from tl.cli.env import env
     from tl.cli.export import export
+    from tl.cli.plugin_new import plugin
     from tl.cli.plugins import plugins, pull
     from tl.cli.predict import evaluate, predict
     from tl.cli.run import run
 
-    for command in (run, predict, evaluate, export, plugins, pull, env):
+    for command in (run, predict, evaluate, export, plugins, plugin, pull, env):
         cli.add_command(command)
 
 
