@@ -131,17 +131,24 @@ def test_event_hooks_fire_during_a_run(tmp_path, tiny_checkpoint, tiny_data, bac
 
 
 def test_every_hookspec_is_tested_and_documented():
-    """datasette's rule: a hook without a test here or a README entry fails the suite."""
+    """datasette's rule: a hook without a test here, a README entry or an entry in the plugin author
+    guide (docs/plugins.md, with its arguments) fails the suite."""
+    import inspect
     from pathlib import Path
 
     from tl import hookspecs
 
     names = [n for n in dir(hookspecs) if n.startswith("tl_")]
     here = Path(__file__).read_text()
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    guide = (root / "docs" / "plugins.md").read_text()
+    assert "docs/plugins.md" in readme, "README.md does not link the plugin author guide"
     for name in names:
         assert f"def {name}(" in here, f"hook {name} has no implementation exercised in tests/test_plugins.py"
         assert f"`{name}" in readme, f"hook {name} is not documented in README.md"
+        args = ", ".join(inspect.signature(getattr(hookspecs, name)).parameters)
+        assert f"`{name}({args})`" in guide, f"hook {name}({args}) is not documented in docs/plugins.md"
 
 
 def test_commands_hook_adds_a_command(tmp_path):
