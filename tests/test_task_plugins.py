@@ -17,8 +17,10 @@ import pytest
 
 from tl.config import resolve
 from tl.errors import DataError
+from tl.interfaces import Task
 from tl.plugins import build_registry, get_plugin_manager
 
+from conftest import BACKENDS
 from tinybert import FILLER, NEGATIVE, NEUTRAL, POSITIVE, make_checkpoint
 
 #: Measured over ten data seeds on each backend with the 64-wide checkpoint below: every run reached 1.0
@@ -126,6 +128,26 @@ def test_nli_label_order(plugin_registry):
         nli.validate_labels(("entailment",), "x.csv")
 
 
+def test_pair_tasks_refuse_single_texts(plugin_registry, tmp_path, tiny_checkpoint, tiny_data):
+    from tl.data import Examples
+
+    for name in ("nli", "paraphrase"):
+        task = plugin_registry.get("task", name)
+        with pytest.raises(DataError, match=f"task '{name}' classifies text pairs, but x.csv has no second text; "
+                                            "pass --text-pair-column"):
+            task.observed_labels(Examples(["a", "b"], ["0", "1"], None, source="x.csv"))
+        assert list(task.observed_labels(Examples(["a", "b"], ["0", "1"], ["c", "d"]))) == ["0", "1"]
+    if hasattr(Task, "observed_labels") and BACKENDS:  # tl versions whose runner asks the task for the labels
+        from tl.runner import run
+
+        # the Python API without the task's defaults: no pair column, refused before anything is written
+        options = {**FAST, "task": "nli", "backend": BACKENDS[0], "model": str(tiny_checkpoint),
+                   "dataset": str(tiny_data), "output": str(tmp_path / "run")}
+        with pytest.raises(DataError, match="has no second text"):
+            run(resolve(options, {}, {}), plugin_registry, get_plugin_manager(), quiet=True)
+        assert not (tmp_path / "run").exists()
+
+
 def test_paraphrase_label_order_and_f1(plugin_registry):
     para = plugin_registry.get("task", "paraphrase")
     assert para.label_order(["paraphrase", "not_paraphrase"]) == ("not_paraphrase", "paraphrase")
@@ -183,6 +205,22 @@ def test_nli_trains_through_the_pair_path(plugin_registry, tmp_path, wide_checkp
     preds = predict(model, [premise] * 3, max_length=32,
                     pairs=["it was great", "it was quite dull", "it was okay"])
     assert [p.label for p in preds] == ["entailment", "contradiction", "neutral"]
+
+    if hasattr(Task, "predict"):  # tl versions where `tl predict` goes through the task
+        from click.testing import CliRunner
+
+        from tl.cli import cli
+
+        inputs = tmp_path / "pairs.txt"
+        inputs.write_text(f"{premise}\tit was great\n{premise}\tit was quite dull\n")
+        out = CliRunner().invoke(cli, ["predict", "--model", str(result.run_dir / "model"), "--input", str(inputs),
+                                       "--json", f"{premise}\tit was okay"])
+        assert out.exit_code == 0, out.output
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        assert [r["label"] for r in rows] == ["neutral", "entailment", "contradiction"]
+        assert rows[0]["text"] == f"{premise}\tit was okay"
+        out = CliRunner().invoke(cli, ["predict", "--model", str(result.run_dir / "model"), "just one text"])
+        assert out.exit_code == 2 and "give each input as FIRST<TAB>SECOND" in out.output
 
 
 def test_classify_trains_four_classes(plugin_registry, tmp_path, wide_checkpoint, backend_name):

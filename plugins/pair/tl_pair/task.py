@@ -5,6 +5,7 @@ and batches the pairs; these tasks add the column defaults, label order, label c
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,9 +30,40 @@ class PairTask(Task):
     canonical: tuple[str, ...] = ()
     aliases: dict[str, str] = {}
     #: A pair task cannot learn from single texts. tl's Task interface has no field for this yet, so each
-    #: task's defaults name a pair column (``--text-pair-column`` overrides it) and a data file without
-    #: that column ends in a one-line error naming the option.
+    #: task's defaults name a pair column (``--text-pair-column`` overrides it), a data file without that
+    #: column ends in a one-line error naming the option, and ``observed_labels`` refuses examples
+    #: without pairs where tl calls it.
     requires_text_pair = True
+    #: ``tl predict`` hands a task single strings: a pair is written ``first<TAB>second``.
+    pair_separator = "\t"
+
+    def observed_labels(self, examples, *args, **kwargs):
+        """The labels of ``examples``, which must be pairs (tl versions whose Task has this step call
+        it on the training and evaluation examples before anything is written)."""
+        if getattr(examples, "pairs", None) is None:
+            source = getattr(examples, "source", "") or "the data"
+            raise DataError(f"task {self.name!r} classifies text pairs, but {source} has no second text; "
+                            f"pass --text-pair-column (default: {self.defaults.get('text_pair_column')})")
+        base = getattr(super(), "observed_labels", None)
+        return base(examples, *args, **kwargs) if base is not None else examples.labels
+
+    def predict(self, model, texts: Sequence[str], max_length: int, batch_size: int = 64,
+                pairs: Sequence[str] | None = None) -> list:
+        """Predictions for pairs; without ``pairs`` each text is ``first<TAB>second`` (as ``tl predict``
+        passes them), and the predictions show the text as given."""
+        from tl.errors import UsageError
+        from tl.modelio import predict
+
+        if pairs is not None:
+            return predict(model, texts, max_length=max_length, pairs=pairs, batch_size=batch_size)
+        split = [t.split(self.pair_separator, 1) for t in texts]
+        bad = [i for i, parts in enumerate(split) if len(parts) != 2 or not all(p.strip() for p in parts)]
+        if bad:
+            raise UsageError(f"task {self.name!r} classifies text pairs: give each input as FIRST<TAB>SECOND "
+                             f"(input {bad[0] + 1} has no tab), e.g. one pair per line of a .txt --input file")
+        preds = predict(model, [a for a, _ in split], max_length=max_length, pairs=[b for _, b in split],
+                        batch_size=batch_size)
+        return [dataclasses.replace(p, text=t) for p, t in zip(preds, texts, strict=True)]
 
     def canonical_name(self, name: str) -> str | None:
         key = normalise(name)
