@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from tl.errors import UsageError
+from tl.strategies import STRATEGIES, Strategy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,6 +51,12 @@ class RunConfig:
     threads: int | None = None
     save_every: int | None = None
     keep_checkpoints: int | None = None
+    #: transfer strategy (tl.strategies): finetune | freeze | gradual-unfreeze | lora
+    strategy: str | None = None
+    layer_lr_decay: float | None = None
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    merge_adapters: bool | None = None
     output: str | None = None
 
 
@@ -69,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "precision": "auto",
     "init": "pretrained",
     "keep_checkpoints": 2,
+    "strategy": "finetune",
+    "layer_lr_decay": 1.0,
+    "lora_rank": 8,
+    "lora_alpha": 16.0,
 }
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
@@ -123,12 +134,12 @@ def validate(config: RunConfig) -> None:
             raise UsageError(f"{name.replace('_', '-')} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
     for name in ("epochs", "batch_size", "lr", "max_length", "max_train_samples", "max_eval_samples", "threads",
-                 "grad_accum", "save_every", "keep_checkpoints"):
+                 "grad_accum", "save_every", "keep_checkpoints", "layer_lr_decay", "lora_rank", "lora_alpha"):
         positive(name)
     for name in ("weight_decay", "warmup_ratio", "seed"):
         positive(name, allow_zero=True)
     for name in ("epochs", "batch_size", "max_length", "seed", "max_train_samples", "max_eval_samples", "threads",
-                 "grad_accum"):
+                 "grad_accum", "lora_rank"):
         value = getattr(config, name)
         if value is not None and not isinstance(value, int):
             raise UsageError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
@@ -140,6 +151,18 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
     if config.init is not None and config.init not in INITS:
         raise UsageError(f"init must be one of {', '.join(INITS)}, got {config.init!r}")
+    if config.strategy is not None and config.strategy not in STRATEGIES:
+        raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}")
+    if config.layer_lr_decay is not None and config.layer_lr_decay > 1:
+        raise UsageError(f"layer-lr-decay must be in (0, 1], got {config.layer_lr_decay}")
+    if config.merge_adapters and config.strategy not in (None, "lora"):
+        raise UsageError("--merge-adapters applies to --strategy lora only")
+
+
+def strategy_of(config: RunConfig) -> Strategy:
+    return Strategy(name=config.strategy or "finetune", layer_lr_decay=float(config.layer_lr_decay or 1.0),
+                    lora_rank=int(config.lora_rank or 8), lora_alpha=float(config.lora_alpha or 16.0),
+                    merge_adapters=bool(config.merge_adapters))
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:
@@ -165,3 +188,4 @@ class TrainSettings:
     world_size: int = 1
     rank: int = 0
     replicas: int = 1  # local devices this process drives (tf.distribute.MirroredStrategy)
+    strategy: Strategy = field(default_factory=Strategy)

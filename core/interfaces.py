@@ -16,14 +16,17 @@ import numpy as np
 from tl.hardware import cpu_info
 
 if TYPE_CHECKING:
-    from tl.batching import Batch
+    from tl.batching import Batch, Encoded
     from tl.checkpoints import Checkpointer, Resume
     from tl.config import TrainSettings
-    from tl.data import Splits
+    from tl.data import Examples, Splits
     from tl.plan import Accelerator, Probe
     from tl.tokenization import Tokenizer
 
+#: Head kinds: one label per input (logits [rows, labels]) ...
 HEAD_SEQUENCE_CLASSIFICATION = "sequence_classification"
+#: ... or one label per token (logits: one [tokens, labels] array per row; unscored tokens have label -100).
+HEAD_TOKEN_CLASSIFICATION = "token_classification"
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,14 @@ class HeadSpec:
 
 
 class Task:
-    """What is learned: label handling, metrics and defaults. Subclasses set the class attributes."""
+    """What is learned: label handling, metrics and defaults. Subclasses set the class attributes.
+
+    The task owns the task-specific steps of the pipeline, each with a default that is sequence
+    classification (one label per text): ``read`` (a local file -> ``Examples``), ``observed_labels``,
+    ``label_order``/``validate_labels`` (the label set), ``encode`` (``Examples`` -> ``Encoded``),
+    ``evaluate`` (logits -> loss and metrics), ``predict`` and ``format_predictions`` (``tl predict``).
+    A task with another ``head_kind`` (e.g. token classification) overrides them; backends list the
+    head kinds they can build in ``Capabilities.heads``."""
 
     name: str = ""
     description: str = ""
@@ -48,6 +58,57 @@ class Task:
     default_dataset: str = ""
     #: Hyperparameter defaults, overridden by a recipe and then by CLI options.
     defaults: dict[str, Any] = {}
+    #: Metrics (without the ``eval_`` prefix) shown after each epoch and logged in history.jsonl.
+    summary_metrics: tuple[str, ...] = ("accuracy", "macro_f1")
+
+    def read(self, path: str | Path, text_column: str, label_column: str,
+             text_pair_column: str | None = None) -> Examples:
+        """Labelled examples from a local file (the default: a CSV/TSV/JSONL/Parquet table)."""
+        from tl.data import load_examples
+
+        return load_examples(path, text_column, label_column, text_pair_column)
+
+    def observed_labels(self, examples: Examples) -> Iterable[str]:
+        """Every label name occurring in ``examples`` (the default: one per example)."""
+        return examples.labels
+
+    def encode(self, tokenizer: Tokenizer, examples: Examples, max_length: int,
+               labels: tuple[str, ...] | None = None) -> Encoded:
+        """Token ids (and, given the label set ``labels``, label ids) of ``examples``."""
+        from tl.modelio import encode, label_ids
+
+        ids = None if labels is None else label_ids(examples.labels, labels)
+        return encode(tokenizer, examples.texts, examples.pairs, max_length, ids)
+
+    def evaluate(self, logits: Any, encoded: Encoded, labels: tuple[str, ...]) -> dict[str, Any]:
+        """``loss`` and the task's metrics, given the logits of every row of ``encoded`` in order."""
+        from tl.metrics import cross_entropy
+
+        preds = logits.argmax(axis=-1)
+        report = self.metrics(encoded.labels, preds, labels)
+        return {"loss": cross_entropy(logits, encoded.labels), **report}
+
+    def predict(self, model: Model, texts: Sequence[str], max_length: int, batch_size: int = 64,
+                pairs: Sequence[str] | None = None) -> list[Any]:
+        """Predictions for raw texts (the default: a label and its probability per text)."""
+        from tl.modelio import predict
+
+        return predict(model, texts, max_length, pairs, batch_size)
+
+    def format_predictions(self, predictions: Sequence[Any], labels: Sequence[str], as_json: bool) -> list[str]:
+        """The lines ``tl predict`` prints: a table, or one JSON object per input."""
+        import json
+
+        if as_json:
+            return [json.dumps({"text": p.text, "label": p.label, "probability": round(p.probability, 6),
+                                "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}},
+                               ensure_ascii=False) for p in predictions]
+        width = max(len(lab) for lab in labels)
+        lines = []
+        for p in predictions:
+            text = p.text if len(p.text) <= 80 else p.text[:77] + "..."
+            lines.append(f"{p.label:<{width}}  {p.probability:.3f}  {text}")
+        return lines
 
     def label_order(self, observed: Iterable[str]) -> tuple[str, ...]:
         """Order the label names seen in the data; ids are positions in this tuple."""
@@ -98,6 +159,8 @@ class TrainCallbacks:
     resume: Resume | None = None
     #: True once the user asked to stop (SIGINT/SIGTERM): checkpoint at the next step and raise.
     should_stop: Callable[[], bool] = lambda: False
+    #: Facts for metrics.json (e.g. trainable_parameters, total_parameters), reported once.
+    on_info: Callable[[dict], None] = lambda info: None
 
 
 class Model(ABC):
@@ -110,8 +173,10 @@ class Model(ABC):
     info: dict[str, Any]
 
     @abstractmethod
-    def logits(self, batches: Iterable[Batch]) -> np.ndarray:
-        """Forward pass in inference mode; returns float32 logits in the order of the batches' rows."""
+    def logits(self, batches: Iterable[Batch]) -> np.ndarray | list[np.ndarray]:
+        """Forward pass in inference mode; float32 logits in the order of the batches' rows: an array
+        [rows, labels] for a sequence head, a list of [tokens, labels] arrays (one per row, padding
+        removed with ``tl.batching.unpad``) for a token head."""
 
     @abstractmethod
     def save_weights(self, directory: Path) -> None:
@@ -155,9 +220,9 @@ class Backend(ABC):
         tokens (``--batch-size auto``), or None where memory is not the limit (CPU)."""
         return None
 
-    def all_gather(self, array: np.ndarray) -> list[np.ndarray]:
-        """Every process's ``array`` (shapes may differ along axis 0), in rank order, during a
-        multi-process run (``capabilities.sharded_eval``)."""
+    def all_gather(self, array: np.ndarray | list[np.ndarray]) -> list:
+        """Every process's ``array`` (shapes may differ along axis 0; token heads: a list of per-row
+        arrays), in rank order, during a multi-process run (``capabilities.sharded_eval``)."""
         raise NotImplementedError(f"backend {self.name!r} does not gather across processes")
 
     def probe_accelerators(self) -> tuple[Accelerator, ...]:

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from tl import __version__
+from tl.adapters import materialize
 from tl.batching import Encoded, eval_order, iter_batches
 from tl.checkpoint import META_NAME, read_meta, validate_checkpoint, write_json
 from tl.errors import UsageError
-from tl.interfaces import Backend, HeadSpec, Model
+from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Backend, HeadSpec, Model, Task
 from tl.metrics import softmax
 from tl.tokenization import Tokenizer
 
@@ -48,6 +49,7 @@ def save_model(model: Model, directory: Path, meta: dict[str, Any]) -> Path:
         "backend": model.backend,
         "max_length": meta.get("max_length", 128),
         "base_model": model.info.get("base_model"),
+        "base_checkpoint": model.info.get("base_checkpoint"),
         "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"tl": __version__, **meta.get("versions", {})},
     }
@@ -72,11 +74,32 @@ def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str
     if not d.exists():
         raise UsageError(f"model directory {d} not found")
     meta = read_meta(d)
-    validate_checkpoint(d)
+    weights = materialize(d)  # LoRA adapters saved alone: merged into their base model
+    validate_checkpoint(weights)
     tokenizer = Tokenizer.from_dir(d)
     head = HeadSpec(meta["head"], meta["labels"])
+    if head.kind not in backend.capabilities.heads:
+        raise UsageError(f"backend {backend.name!r} cannot run a {head.kind} model (heads: "
+                         f"{', '.join(backend.capabilities.heads)}); pass another --backend")
     info = {"base_model": meta.get("base_model"), "trained_with": meta.get("backend"), "path": str(d)}
-    return backend.load_model(d, head, tokenizer, info), meta
+    return backend.load_model(weights, head, tokenizer, info), meta
+
+
+def task_of(meta: dict[str, Any], registry) -> Task:
+    """The task that trained a saved model (its plugin must be installed); a model of a sequence
+    classification task whose plugin is gone is still served by the default Task."""
+    name = meta.get("task")
+    if name in registry.items["task"]:
+        return registry.get("task", name)
+    if meta.get("head", HEAD_SEQUENCE_CLASSIFICATION) == HEAD_SEQUENCE_CLASSIFICATION:
+        return Task()
+    raise UsageError(f"this model was trained by task {name!r} ({meta.get('head')} head), which no installed "
+                     "plugin provides; install the plugin that registers it (see `tl plugins`)")
+
+
+def label_ids(labels: Sequence[str], space: tuple[str, ...]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(space)}
+    return np.asarray([index[x] for x in labels], dtype=np.int64)
 
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int,
@@ -85,10 +108,16 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | No
     return Encoded(ids, types, labels, pad_id=tokenizer.pad_id)
 
 
-def dataset_logits(model: Model, encoded: Encoded, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Logits for every row of ``encoded`` in its original order (batches are length-sorted)."""
+def dataset_logits(model: Model, encoded: Encoded, batch_size: int = PREDICT_BATCH) -> np.ndarray | list[np.ndarray]:
+    """Logits for every row of ``encoded`` in its original order (batches are length-sorted): an
+    array [rows, labels], or for a token head a list of [tokens, labels] arrays, one per row."""
     order = eval_order(encoded.lengths, batch_size)
     out = model.logits(iter_batches(encoded, order))
+    if isinstance(out, list):
+        rows: list[np.ndarray] = [None] * len(out)  # type: ignore[list-item]
+        for i, row in zip(np.concatenate(order) if order else [], out, strict=True):
+            rows[i] = row
+        return rows
     logits = np.empty_like(out)
     logits[np.concatenate(order)] = out
     return logits

@@ -23,13 +23,12 @@ from tl.assets import tl_home
 from tl.batching import accumulation_split, iter_batches, train_order
 from tl.checkpoint import convert_pickled, validate_checkpoint
 from tl.checkpoints import Checkpointer
-from tl.config import RunConfig, TrainSettings, to_dict
+from tl.config import RunConfig, TrainSettings, strategy_of, to_dict
 from tl.data import Examples, Splits
 from tl.distributed import World, world_from_env
 from tl.errors import BackendUnavailable, DataError, TrainingInterrupted, UsageError
 from tl.interfaces import Backend, HeadSpec, Task, TrainCallbacks
-from tl.metrics import cross_entropy
-from tl.modelio import dataset_logits, encode, save_model
+from tl.modelio import dataset_logits, label_ids, save_model  # noqa: F401 (label_ids: re-exported)
 from tl.plan import PlanRequest, make_plan
 from tl.plugins import Registry
 from tl.progress import Progress
@@ -46,6 +45,8 @@ SUBSET_SEED = 1234
 class RunResult:
     run_dir: Path
     metrics: dict[str, Any]
+    #: The task's headline metrics (without ``eval_``), for the summary line.
+    summary: tuple[str, ...] = ("accuracy", "macro_f1")
 
 
 def get_backend(registry: Registry, name: str) -> Backend:
@@ -65,12 +66,14 @@ def subset(examples: Examples, n: int | None) -> Examples:
     return examples.take(np.sort(rng.permutation(len(examples))[:n]).tolist())
 
 
-def load_splits(config: RunConfig, registry: Registry) -> Splits:
+def load_splits(config: RunConfig, registry: Registry, task: Task | None = None) -> Splits:
+    """Train and eval examples; local files are read by ``task.read`` (default: a table)."""
+    read = (task or Task()).read
     splits = resolve_dataset(config.dataset, registry, config.text_column, config.label_column,
-                             config.text_pair_column)
+                             config.text_pair_column, read=read)
     if config.eval_dataset:
         eval_examples = resolve_eval_file(config.eval_dataset, registry, config.text_column,
-                                          config.label_column, config.text_pair_column)
+                                          config.label_column, config.text_pair_column, read=read)
         # with a separate eval set, the whole of --dataset trains
         train = splits.train if not Path(config.dataset).exists() else _all(splits)
         splits = Splits(train, eval_examples, split=f"eval from {config.eval_dataset}")
@@ -79,26 +82,19 @@ def load_splits(config: RunConfig, registry: Registry) -> Splits:
 
 
 def _all(splits: Splits) -> Examples:
-    t, e = splits.train, splits.eval
-    pairs = None if t.pairs is None else t.pairs + (e.pairs or [])
-    return Examples(t.texts + e.texts, t.labels + e.labels, pairs, t.source)
+    return splits.train + splits.eval
 
 
 def label_space(task: Task, splits: Splits) -> tuple[str, ...]:
-    labels = task.label_order(splits.train.labels)
+    labels = task.label_order(task.observed_labels(splits.train))
     task.validate_labels(labels, splits.train.source or "training data")
-    unseen = sorted(set(splits.eval.labels) - set(labels))
+    unseen = sorted(set(task.observed_labels(splits.eval)) - set(labels))
     if unseen:
         raise DataError(
             f"evaluation labels {', '.join(map(repr, unseen))} never occur in the training data "
             f"(training labels: {', '.join(labels)}); fix the label column or the split"
         )
     return labels
-
-
-def label_ids(labels: list[str], space: tuple[str, ...]) -> np.ndarray:
-    index = {name: i for i, name in enumerate(space)}
-    return np.asarray([index[x] for x in labels], dtype=np.int64)
 
 
 def evaluate(model, encoded, labels: tuple[str, ...], task: Task, batch_size: int,
@@ -113,14 +109,16 @@ def evaluate(model, encoded, labels: tuple[str, ...], task: Task, batch_size: in
     else:
         mine = dataset_logits(model, encoded.take(np.arange(world.rank, len(encoded), world.size)), batch_size=batch)
         parts = gather(mine)
-        logits = np.empty((len(encoded), mine.shape[1]), dtype=mine.dtype)
-        for rank, part in enumerate(parts):
-            logits[rank::world.size] = part
-    preds = logits.argmax(axis=-1)
-    report = task.metrics(encoded.labels, preds, labels)
-    out = {"eval_loss": cross_entropy(logits, encoded.labels)}
-    out.update({f"eval_{k}": v for k, v in report.items()})
-    return out
+        if isinstance(mine, list):  # token heads: one array per row
+            logits = [None] * len(encoded)
+            for rank, part in enumerate(parts):
+                logits[rank::world.size] = part
+        else:
+            logits = np.empty((len(encoded), mine.shape[1]), dtype=mine.dtype)
+            for rank, part in enumerate(parts):
+                logits[rank::world.size] = part
+    report = task.evaluate(logits, encoded, labels)
+    return {f"eval_{k}": v for k, v in report.items()}
 
 
 def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, quiet: bool = False,
@@ -139,7 +137,10 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     if config.allow_pickle:
         checkpoint = convert_pickled(checkpoint, tl_home())
     validate_checkpoint(checkpoint)
-    splits = load_splits(config, registry)
+    if task.head_kind not in backend.capabilities.heads:
+        raise UsageError(f"task {task.name!r} needs a {task.head_kind} head, which backend {backend.name!r} "
+                         f"cannot build (heads: {', '.join(backend.capabilities.heads)})")
+    splits = load_splits(config, registry, task)
     labels = label_space(task, splits)
     tokenizer = Tokenizer.from_dir(checkpoint)
     resume = None
@@ -161,10 +162,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     t0 = time.perf_counter()
-    train_enc = encode(tokenizer, splits.train.texts, splits.train.pairs, config.max_length,
-                       label_ids(splits.train.labels, labels))
-    eval_enc = encode(tokenizer, splits.eval.texts, splits.eval.pairs, config.max_length,
-                      label_ids(splits.eval.labels, labels))
+    train_enc = task.encode(tokenizer, splits.train, config.max_length, labels)
+    eval_enc = task.encode(tokenizer, splits.eval, config.max_length, labels)
     tokenize_s = time.perf_counter() - t0
 
     probe = backend.probe()
@@ -181,25 +180,25 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio, seed=config.seed, precision=precision, threads=plan.threads,
         grad_accum=plan.grad_accum, loss_scaling=plan.loss_scaling, world_size=world.size, rank=world.rank,
-        replicas=plan.replicas,
+        replicas=plan.replicas, strategy=strategy_of(config),
     )
     head = HeadSpec(task.head_kind, labels)
     versions = {"tl": __version__, "python": platform.python_version(), **backend.versions()}
-    info = {"base_model": config.model, "model_source": model_source}
+    info = {"base_model": config.model, "model_source": model_source, "base_checkpoint": str(checkpoint)}
     resolved = {
         "config": to_dict(config),
         "labels": list(labels),
         "split": splits.split,
-        "num_train_samples": len(train_enc),
-        "num_eval_samples": len(eval_enc),
+        "num_train_samples": len(splits.train),
+        "num_eval_samples": len(splits.eval),
         "plan": plan.to_dict(),
         "hardware": probe.to_dict(),
         "model_source": model_source,
         "versions": versions,
     }
     write_json_atomic(run_dir / "config.json", resolved)
-    say(f"tl: {task.name} on {backend.name} | model {config.model} | {len(train_enc)} train / "
-        f"{len(eval_enc)} eval examples | labels {', '.join(labels)}")
+    say(f"tl: {task.name} on {backend.name} | model {config.model} | {len(splits.train)} train / "
+        f"{len(splits.eval)} eval examples | labels {', '.join(labels)}")
     announce(plan, say)
     say(f"tl: run directory {run_dir}")
 
@@ -253,20 +252,20 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         epoch_metrics = evaluate(model, eval_enc, labels, task, config.batch_size,
                                  backend.all_gather if backend.capabilities.sharded_eval else None, world)
         state["t_eval"] += time.perf_counter() - t
+        shown = ("eval_loss", *(f"eval_{k}" for k in task.summary_metrics))
         row = {"event": "epoch", "epoch": epoch + 1, "step": state["step"], "train_loss": train_loss,
-               "eval_loss": epoch_metrics["eval_loss"], "eval_accuracy": epoch_metrics["eval_accuracy"],
-               "eval_macro_f1": epoch_metrics["eval_macro_f1"]}
+               **{k: epoch_metrics[k] for k in shown}}
         history.log(**row)
         if not quiet:
             progress.write(f"epoch {epoch + 1}/{config.epochs}: train_loss {train_loss:.4f} | "
-                           f"eval_loss {row['eval_loss']:.4f} | eval_accuracy {row['eval_accuracy']:.4f} | "
-                           f"eval_macro_f1 {row['eval_macro_f1']:.4f}")
+                           + " | ".join(f"{k} {row[k]:.4f}" for k in shown))
         if world.is_main:
             pm.hook.tl_on_epoch_end(run_dir=run_dir, epoch=epoch + 1, logs=row)
 
     t_start = time.perf_counter()
+    train_info: dict[str, Any] = {}
     callbacks = TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end, checkpointer=checkpointer,
-                               resume=resume)
+                               resume=resume, on_info=train_info.update)
     # a backend without checkpoints cannot stop cleanly at a step boundary: Ctrl-C interrupts it at once
     guard = stop_on_signals(callbacks) if checkpointer is not None else contextlib.nullcontext()
     try:
@@ -283,7 +282,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     wall = time.perf_counter() - t_start
     train_runtime = wall - state["t_eval"]
     if not world.is_main:
-        return RunResult(run_dir, {**epoch_metrics, "rank": world.rank})
+        return RunResult(run_dir, {**epoch_metrics, "rank": world.rank}, task.summary_metrics)
 
     model_dir = save_model(model, run_dir / "model", {
         "task": task.name, "max_length": config.max_length, "versions": versions,
@@ -301,8 +300,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         # wall-clock time (Unix seconds) when the first optimizer step of this process finished
         "first_step_unix": state.get("first_step_unix"),
         "epochs": config.epochs,
-        "num_train_samples": len(train_enc),
-        "num_eval_samples": len(eval_enc),
+        "num_train_samples": len(splits.train),
+        "num_eval_samples": len(splits.eval),
         "labels": list(labels),
         "backend": backend.name,
         "model": config.model,
@@ -310,6 +309,8 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         "dataset": config.dataset,
         "seed": config.seed,
         "precision": precision,
+        "strategy": settings.strategy.name,
+        **train_info,
         "effective_batch": plan.effective_batch,
         "grad_accum": plan.grad_accum,
         "world_size": world.size,
@@ -324,7 +325,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     except Exception as exc:  # plots are a convenience; never lose a finished run over them
         say(f"tl: warning: could not write plots ({type(exc).__name__}: {exc})")
     pm.hook.tl_on_evaluate(run_dir=run_dir, metrics=metrics)
-    return RunResult(run_dir, metrics)
+    return RunResult(run_dir, metrics, task.summary_metrics)
 
 
 def announce(plan, say, title: str = "plan") -> None:

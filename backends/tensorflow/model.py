@@ -1,7 +1,9 @@
 """Building, loading, running and saving a Keras 3 BERT sequence classifier on TensorFlow.
 
 The encoder is KerasHub's ``BertBackbone``; its ``pooled_output`` (BERT's pooler, dense + tanh) feeds
-dropout and a ``Dense(num_labels)`` head, as in transformers' ``BertForSequenceClassification``.
+dropout and a ``Dense(num_labels)`` head, as in transformers' ``BertForSequenceClassification``; for a
+token head its ``sequence_output`` does (``BertForTokenClassification``, which has no pooler: the
+backbone's pooler is then frozen and neither loaded nor saved).
 Weights are read and written in the transformers layout through ``tl.checkpoint``: ``WEIGHT_MAP``
 below is the one table both directions use, so loading and saving are exact inverses.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tl.batching import Batch
+from tl.batching import IGNORE_INDEX, Batch, unpad
 from tl.checkpoint import (
     CONFIG_NAME,
     check_checkpoint_dir,
@@ -29,7 +31,7 @@ from tl.checkpoint import (
     write_json,
 )
 from tl.errors import TLError, UsageError
-from tl.interfaces import HeadSpec, Model
+from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, HeadSpec, Model
 from tl.tokenization import Tokenizer
 
 
@@ -98,6 +100,9 @@ ACTIVATIONS: dict[str, Callable] = {
 IGNORED_KEYS = ("embeddings.position_ids",)
 IGNORED_PREFIXES = ("cls.",)
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
+#: Head kind -> the BertBackbone output the head reads. A new head kind is a new entry here (and in
+#: ``Capabilities.heads``); ``BertClassifier.summed_loss`` scores either shape of labels.
+HEAD_INPUTS = {HEAD_SEQUENCE_CLASSIFICATION: "pooled_output", HEAD_TOKEN_CLASSIFICATION: "sequence_output"}
 
 
 def gpu_devices() -> list[tuple[str, tuple[int, int] | None]]:
@@ -111,12 +116,18 @@ def gpu_devices() -> list[tuple[str, tuple[int, int] | None]]:
 
 
 class BertClassifier(keras.Model):
-    """BertBackbone -> pooled output -> dropout -> Dense(num_labels) (float32 even under bf16)."""
+    """BertBackbone -> pooled output (sequence head) or sequence output (token head) -> dropout ->
+    Dense(num_labels) (float32 even under bf16)."""
 
     def __init__(self, backbone: keras_hub.models.BertBackbone, num_labels: int, dropout: float,
-                 initializer_range: float, **kwargs) -> None:
+                 initializer_range: float, head_kind: str = HEAD_SEQUENCE_CLASSIFICATION, **kwargs) -> None:
         super().__init__(**kwargs)
+        if head_kind not in HEAD_INPUTS:
+            raise UsageError(f"the tensorflow backend cannot build a {head_kind!r} head (heads: {', '.join(HEAD_INPUTS)})")
+        self.head_kind = head_kind
         self.backbone = backbone
+        if self.per_token:  # BertForTokenClassification has no pooler: unused, never trained or saved
+            backbone.get_layer("pooled_dense").trainable = False
         self.classifier_dropout = keras.layers.Dropout(dropout, name="classifier_dropout")
         self.classifier = keras.layers.Dense(
             num_labels,
@@ -126,9 +137,29 @@ class BertClassifier(keras.Model):
             name="classifier",
         )
 
+    @property
+    def per_token(self) -> bool:
+        return self.head_kind == HEAD_TOKEN_CLASSIFICATION
+
+    #: ``--strategy freeze``: the encoder runs in inference mode (no dropout) while the head trains.
+    encoder_inference = False
+
     def call(self, inputs, training=False):
-        pooled = self.backbone(inputs, training=training)["pooled_output"]
-        return self.classifier(self.classifier_dropout(pooled, training=training))
+        encoder_training = bool(training) and not self.encoder_inference
+        features = self.backbone(inputs, training=encoder_training)[HEAD_INPUTS[self.head_kind]]
+        return self.classifier(self.classifier_dropout(features, training=training))
+
+    def summed_loss(self, y, logits):
+        """(cross-entropy summed over the scored labels, how many labels were scored): [rows] labels
+        with [rows, labels] logits, or [rows, tokens] labels (-100: not scored) with per-token logits."""
+        if not self.per_token:
+            per_row = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            return tf.reduce_sum(tf.cast(per_row, tf.float32)), tf.cast(tf.shape(y)[0], tf.float32)
+        scored = tf.not_equal(y, IGNORE_INDEX)
+        per_token = keras.losses.sparse_categorical_crossentropy(tf.where(scored, y, tf.zeros_like(y)), logits,
+                                                                 from_logits=True)
+        total = tf.reduce_sum(tf.where(scored, tf.cast(per_token, tf.float32), 0.0))
+        return total, tf.reduce_sum(tf.cast(scored, tf.float32))
 
     #: Set by tl_tensorflow.train: each element is a tuple of (x, y) micro-batches making one
     #: optimizer step on this replica (gradient accumulation, or several replicas).
@@ -141,10 +172,19 @@ class BertClassifier(keras.Model):
         x, y = data
         with tf.GradientTape() as tape:
             logits = self(x, training=True)
-            loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
+            if self.per_token:  # the mean over labelled tokens
+                total, scored = self.summed_loss(y, logits)
+                loss = total / tf.maximum(scored, 1.0)
+            else:
+                loss = self.compute_loss(x=x, y=y, y_pred=logits, training=True)
             scaled = self.optimizer.scale_loss(loss)  # fp16 loss scaling; the identity otherwise
         variables = self.trainable_variables
-        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        # Embedding gradients come as IndexedSlices with a row per token; made dense (repeated token
+        # ids summed) so that clipping by global norm sees the true norm, as in torch and in the grouped
+        # step (Keras' clip_by_global_norm takes the norm of the slices' rows, smaller when ids repeat).
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                 for g in tape.gradient(scaled, variables)]
+        self.optimizer.apply(grads, variables)
         return {"loss": loss, "samples": tf.shape(y)[0]}
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -154,18 +194,19 @@ class BertClassifier(keras.Model):
         every worker. The shapes are known: build from a one-row stand-in batch instead."""
         if iterator is not None and self.distribute_strategy.num_replicas_in_sync > 1:
             stand_in = {name: np.zeros((1, 8), dtype=np.int32) for name in INPUT_NAMES}
-            iterator, data_batch = None, (stand_in, np.zeros((1,), dtype=np.int64))  # x, y
+            labels = np.zeros((1, 8) if self.per_token else (1,), dtype=np.int64)
+            iterator, data_batch = None, (stand_in, labels)  # x, y
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _grouped_train_step(self, data):
         """One optimizer step whose rows are spread over micro-batches (gradient accumulation) and
         replicas (devices or workers). ``data`` is this replica's shards of the step's micro-batches,
-        a tuple of (x, y). Each micro-batch's loss is CE_sum(its rows) / rows of the whole step, so
-        the losses and their gradients SUM to the single-process mean loss of the step and its
+        a tuple of (x, y). Each micro-batch's loss is CE_sum(its rows) / rows of the whole step (for a
+        token head: over labelled tokens), so the losses and their gradients SUM to the single-process mean loss of the step and its
         gradient (Keras' own accumulation would average micro-batch means instead, weighting a short
         last micro-batch too much). The gradients are summed over the replicas here, once per step,
         before the optimizer, so that clipping by global norm sees the whole step's gradient as in
-        one process; the optimizer (``PresummedAdamW``) does not reduce again."""
+        one process; the optimizer (``TLAdamW``, presummed) does not reduce again."""
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # under a LossScaleOptimizer
         if not getattr(inner, "gradients_presummed", False):
             raise TLError("grouped train steps need tl_tensorflow.train's optimizer (gradients_presummed)")
@@ -173,14 +214,17 @@ class BertClassifier(keras.Model):
         total = tf.distribute.ReduceOp.SUM
         local_rows = tf.add_n([tf.shape(y)[0] for _, y in data])
         rows = tf.maximum(replica.all_reduce(total, tf.cast(local_rows, tf.float32)), 1.0)
+        targets = rows  # token head: the labelled tokens of the whole step
+        if self.per_token:
+            local = tf.add_n([tf.reduce_sum(tf.cast(tf.not_equal(y, IGNORE_INDEX), tf.float32)) for _, y in data])
+            targets = tf.maximum(replica.all_reduce(total, local), 1.0)
         variables = self.trainable_variables
         grads = [tf.zeros(v.shape, dtype=v.dtype) for v in variables]
         loss = tf.zeros((), tf.float32)
         for x, y in data:  # the step's micro-batches: gradients accumulate locally
             with tf.GradientTape() as tape:
                 logits = self(x, training=True)
-                per_row = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-                micro_loss = tf.reduce_sum(tf.cast(per_row, tf.float32)) / rows
+                micro_loss = self.summed_loss(y, logits)[0] / targets
                 scaled = self.optimizer.scale_loss(micro_loss)  # fp16 loss scaling; the identity otherwise
             micro = tape.gradient(scaled, variables)
             grads = [a if g is None else a + tf.convert_to_tensor(g)  # embeddings: IndexedSlices -> dense
@@ -262,19 +306,23 @@ def weight_map(net: BertClassifier) -> list[WeightSpec]:
         block = backbone.get_layer(f"transformer_layer_{i}")
         attention = block._self_attention_layer
         prefix = f"encoder.layer.{i}"
-        dense(f"{prefix}.attention.self.query", attention.query_dense)  # kernel [hidden, heads, head_dim]
+        # kernel [hidden, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
+        dense(f"{prefix}.attention.self.query", getattr(attention.query_dense, "wrapped", attention.query_dense))
         dense(f"{prefix}.attention.self.key", attention.key_dense)
-        dense(f"{prefix}.attention.self.value", attention.value_dense)
+        dense(f"{prefix}.attention.self.value", getattr(attention.value_dense, "wrapped", attention.value_dense))
         dense(f"{prefix}.attention.output.dense", attention.output_dense, inputs=2)  # [heads, head_dim, hidden]
         layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
         dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
         dense(f"{prefix}.output.dense", block._feedforward_output_dense)
         layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
-    dense("pooler.dense", backbone.get_layer("pooled_dense"))
+    if not net.per_token:
+        dense("pooler.dense", backbone.get_layer("pooled_dense"))
     dense("classifier", net.classifier)
 
     mapped = {id(s.variable) for s in specs}
-    unmapped = [v.path for v in net.weights if id(v) not in mapped]
+    unused = {id(v) for v in backbone.get_layer("pooled_dense").weights} if net.per_token else set()
+    unused |= {id(v) for v in net.weights if "lora_" in v.path}  # LoRA matrices: tl_tensorflow.strategies
+    unmapped = [v.path for v in net.weights if id(v) not in mapped and id(v) not in unused]
     if unmapped or len(mapped) != len(specs):
         raise TLError(
             f"keras-hub {keras_hub.__version__} has a BertBackbone that tl_tensorflow cannot map to "
@@ -294,10 +342,10 @@ def _normalize_key(key: str) -> str:
     return key
 
 
-def _ignored(key: str, head_is_new: bool) -> bool:
+def _ignored(key: str, head_is_new: bool, per_token: bool = False) -> bool:
     return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES) or (
         head_is_new and key.startswith("classifier.")
-    )
+    ) or (per_token and key.startswith("pooler."))
 
 
 def assign_state(net: BertClassifier, state: dict[str, np.ndarray], source: str, *, head_is_new: bool) -> None:
@@ -318,7 +366,7 @@ def assign_state(net: BertClassifier, state: dict[str, np.ndarray], source: str,
     if mismatched:
         raise UsageError(f"{source}: weights with unexpected shapes: {'; '.join(mismatched[:3])}")
     known = {s.key for s in specs}
-    unused = sorted(k for k in state if k not in known and not _ignored(k, head_is_new))
+    unused = sorted(k for k in state if k not in known and not _ignored(k, head_is_new, net.per_token))
     if unused:
         shown = ", ".join(unused[:5]) + (f", ... ({len(unused) - 5} more)" if len(unused) > 5 else "")
         raise UsageError(
@@ -346,7 +394,8 @@ def _check_architecture(config: dict, source: Path) -> None:
         raise UsageError(f"{source}/{CONFIG_NAME}: hidden_size is not a multiple of num_attention_heads")
 
 
-def build_network(config: dict, num_labels: int, source: Path) -> BertClassifier:
+def build_network(config: dict, num_labels: int, source: Path,
+                  head_kind: str = HEAD_SEQUENCE_CLASSIFICATION) -> BertClassifier:
     """The Keras classifier for a transformers BERT config, randomly initialized and built."""
     hidden_dropout = float(config.get("hidden_dropout_prob", 0.1))
     try:
@@ -382,6 +431,7 @@ def build_network(config: dict, num_labels: int, source: Path) -> BertClassifier
         num_labels,
         dropout=hidden_dropout if classifier_dropout is None else float(classifier_dropout),
         initializer_range=float(config.get("initializer_range", 0.02)),
+        head_kind=head_kind,
         name="bert_classifier",
     )
     dummy = {name: np.zeros((1, 2), dtype=np.int32) for name in INPUT_NAMES}
@@ -434,27 +484,43 @@ class TensorflowModel(Model):
             self._predict = predict
         return self._predict
 
-    def logits(self, batches: Iterable[Batch]) -> np.ndarray:
+    def logits(self, batches: Iterable[Batch]) -> np.ndarray | list[np.ndarray]:
         predict = self._predict_fn()
+        if self.network.per_token:
+            return [row.astype(np.float32, copy=False) for b in batches
+                    for row in unpad(predict(to_inputs(b)).numpy(), b.attention_mask)]
         outs = [predict(to_inputs(b)).numpy() for b in batches]
         if not outs:
             return np.zeros((0, self.head.num_labels), dtype=np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
 
-    def state(self) -> dict[str, np.ndarray]:
-        """All weights in transformers names and layouts (encoder keys without ``bert.``)."""
-        return {
+    def state(self, merged: bool = True) -> dict[str, np.ndarray]:
+        """All weights in transformers names and layouts (encoder keys without ``bert.``); LoRA
+        adapters folded in unless ``merged`` is False."""
+        state = {
             s.key: np.ascontiguousarray(s.to_hf(np.asarray(s.variable.numpy(), dtype=np.float32)))
             for s in weight_map(self.network)
         }
+        if merged:
+            from tl_tensorflow.strategies import adapters, merged_state
+
+            if adapters(self):
+                state = merged_state(self, state)
+        return state
 
     def load_state(self, state: dict[str, np.ndarray], source: str = "state", *, head_is_new: bool = False) -> None:
         assign_state(self.network, state, source, head_is_new=head_is_new)
 
     def save_weights(self, directory: Path) -> None:
+        from tl_tensorflow.strategies import adapters, save_adapters
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         write_json(directory / CONFIG_NAME, classifier_config(self.config, self.head))
+        strategy = getattr(self, "strategy", None)
+        if adapters(self) and strategy is not None and not strategy.merge_adapters:
+            save_adapters(self, directory, strategy, self.info.get("base_checkpoint") or "")
+            return
         save_state(self.state(), directory)
 
 
@@ -466,7 +532,7 @@ def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, 
     from tl_tensorflow.distributed import scope
 
     with scope():  # multi-worker: mirrored variables, made identical on every worker at creation
-        network = build_network(config, head.num_labels, checkpoint)
+        network = build_network(config, head.num_labels, checkpoint, head.kind)
         if init != "scratch":
             assign_state(network, load_state(checkpoint), f"{checkpoint}/model.safetensors", head_is_new=True)
     return TensorflowModel(network, config, head, tokenizer, info)
@@ -476,6 +542,6 @@ def load(directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> T
     directory = check_checkpoint_dir(directory)
     config = read_config(directory)
     keras.utils.set_random_seed(0)
-    network = build_network(config, head.num_labels, directory)
+    network = build_network(config, head.num_labels, directory, head.kind)
     assign_state(network, load_state(directory), f"{directory}/model.safetensors", head_is_new=False)
     return TensorflowModel(network, config, head, tokenizer, info)

@@ -17,7 +17,7 @@ from tl.errors import TLError, TrainingInterrupted
 from tl.interfaces import TrainCallbacks
 
 # keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
-from tl_tensorflow import distributed
+from tl_tensorflow import distributed, strategies
 from tl_tensorflow.model import TensorflowModel, keras, tf, weight_map
 
 MAX_GRAD_NORM = 1.0
@@ -70,33 +70,78 @@ class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"lr": self.lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
 
-class PresummedAdamW(keras.optimizers.AdamW):
-    """AdamW for gradients that ``BertClassifier``'s grouped step has already summed over the
-    replicas (devices or workers). Keras' TensorFlow optimizer would sum them itself, but only after
-    clipping each replica's part by its own norm; summing first and skipping that second reduction
-    clips the whole step's gradient, as in one process."""
+class TLAdamW(keras.optimizers.Adam):
+    """torch's AdamW, with a learning-rate factor per variable (``lr_factors``: discriminative rates;
+    0 freezes a variable: no update, no weight decay and, with ``mask_frozen``, no part in the
+    gradient clip). Weight decay is decoupled and comes before the Adam update, as in torch.
 
-    gradients_presummed = True
+    ``presummed``: the gradients were already summed over the replicas by ``BertClassifier``'s
+    grouped step. Keras' TensorFlow optimizer would sum them itself, but only after clipping each
+    replica's part by its own norm; summing first and skipping that second reduction clips the whole
+    step's gradient, as in one process."""
+
+    def __init__(self, *, decays: dict[int, bool], weight_decay_rate: float, presummed: bool = False,
+                 mask_frozen: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._decays_by_id = decays  # id(keras variable) -> decays
+        self.weight_decay_rate = float(weight_decay_rate)
+        self.gradients_presummed = presummed
+        self.mask_frozen = mask_frozen
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._index = {self._var_key(v): i for i, v in enumerate(variables)}
+        self._decays = [self._decays_by_id.get(id(v), False) for v in variables]
+        self.lr_factors = self.add_variable(shape=(len(variables),), initializer="ones", dtype="float32",
+                                            name="lr_factors")
+
+    def set_factors(self, factors: list[float]) -> None:
+        self.lr_factors.assign(np.asarray(factors, dtype=np.float32))
+
+    def apply(self, grads, trainable_variables=None):
+        if self.mask_frozen:
+            grads = [_scaled(g, tf.cast(self.lr_factors[i] > 0, g.dtype)) if g is not None else None
+                     for i, g in enumerate(grads)]
+        return super().apply(grads, trainable_variables)
+
+    def update_step(self, gradient, variable, learning_rate):
+        i = self._index[self._var_key(variable)]
+        lr = tf.cast(learning_rate, variable.dtype) * tf.cast(self.lr_factors[i], variable.dtype)
+        if self._decays[i] and self.weight_decay_rate:
+            variable.assign_sub(variable * tf.cast(self.weight_decay_rate, variable.dtype) * lr)
+        super().update_step(gradient, variable, lr)
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
-        return list(grads_and_vars)
+        if self.gradients_presummed:
+            return list(grads_and_vars)
+        return super()._all_reduce_sum_gradients(grads_and_vars)
+
+
+def _scaled(g, factor):
+    if isinstance(g, tf.IndexedSlices):
+        return tf.IndexedSlices(g.values * factor, g.indices, g.dense_shape)
+    return g * factor
 
 
 def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, warmup: int, grouped: bool):
     """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe). ``grouped``
-    (accumulation or several replicas): ``PresummedAdamW``; ``BertClassifier`` accumulates a step's
-    micro-batches itself, row-weighted (Keras' ``gradient_accumulation_steps`` averages micro-batch
-    means, and its ``cond`` around a cross-replica update TensorFlow refuses: "`merge_call` called
-    while defining a new graph or a tf.function")."""
-    optimizer = (PresummedAdamW if grouped else keras.optimizers.AdamW)(
+    (accumulation or several replicas): gradients come pre-summed; ``BertClassifier`` accumulates a
+    step's micro-batches itself, row-weighted (Keras' ``gradient_accumulation_steps`` averages
+    micro-batch means, and its ``cond`` around a cross-replica update TensorFlow refuses: "`merge_call`
+    called while defining a new graph or a tf.function")."""
+    optimizer = TLAdamW(
         learning_rate=LinearSchedule(settings.lr, total, warmup),
-        weight_decay=settings.weight_decay,
+        decays={id(s.variable): s.decays for s in weight_map(model.network)},
+        weight_decay_rate=settings.weight_decay,
+        presummed=grouped,
+        mask_frozen=settings.strategy.name == "gradual-unfreeze",
         beta_1=0.9,
         beta_2=0.999,
         epsilon=ADAM_EPSILON,
         global_clipnorm=MAX_GRAD_NORM,
     )
-    optimizer.exclude_from_weight_decay(var_list=[s.variable for s in weight_map(model.network) if not s.decays])
     if settings.precision == "fp16" and settings.loss_scaling:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -157,7 +202,11 @@ def dataset_factory(batches: list[Batch], group: int = 0) -> Callable[[], tf.dat
 
         inputs = {"token_ids": ragged("input_ids"), "segment_ids": ragged("token_type_ids"),
                   "padding_mask": ragged("attention_mask")}
-        labels = tf.RaggedTensor.from_row_lengths(np.concatenate([b.labels for b in part]).astype(np.int64), sizes)
+        flat_labels = np.concatenate([b.labels.reshape(-1) for b in part]).astype(np.int64)
+        if part[0].labels.ndim == 2:  # token labels [rows, width] (-100: not scored), shaped like the ids
+            labels = tf.RaggedTensor.from_row_lengths(tf.RaggedTensor.from_row_lengths(flat_labels, widths), sizes)
+        else:
+            labels = tf.RaggedTensor.from_row_lengths(flat_labels, sizes)
         return (tf.data.Dataset.from_tensor_slices((inputs, labels))
                 .map(unpack, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
 
@@ -176,12 +225,14 @@ class Report(keras.callbacks.Callback):
 
     def __init__(self, callbacks: TrainCallbacks, steps_per_epoch: int, micro_per_step: int,
                  save: Callable[[int, int, int, float, int], None], start_step: int = 0,
-                 partial: tuple[float, int] = (0.0, 0)) -> None:
+                 partial: tuple[float, int] = (0.0, 0),
+                 begin_epoch: Callable[[int], None] = lambda epoch: None) -> None:
         super().__init__()
         self.callbacks = callbacks
         self.steps_per_epoch = steps_per_epoch  # optimizer steps
         self.micro_per_step = micro_per_step
         self.save = save
+        self.begin_epoch = begin_epoch
         self.step = start_step
         self.loss_sum, self.n_steps = partial  # of the epoch in progress
 
@@ -199,6 +250,7 @@ class Report(keras.callbacks.Callback):
         if done == 0:  # the last step of epoch ``epoch - 1``
             callbacks.on_epoch_end(epoch - 1, self.loss_sum / max(1, self.n_steps))
             self.loss_sum, self.n_steps = 0.0, 0
+            self.begin_epoch(epoch)
             if ckpt is not None:
                 self.save(self.step, epoch, 0, 0.0, 0)
         elif ckpt is not None and (stop or ckpt.due(self.step)):
@@ -215,6 +267,9 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
     ``callbacks.resume``: continue from that checkpoint (weights, optimizer, RNG, data position)."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
+    model.strategy = settings.strategy
+    with distributed.scope():
+        strategies.prepare(model, settings.strategy, settings.seed)
     model.set_precision(settings.precision)
     network = model.network
     strategy = distributed.strategy()
@@ -238,6 +293,16 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
             jit_compile=False,  # XLA recompiles for every padded width; slower on CPU with dynamic shapes
         )
         optimizer.build(network.trainable_variables)
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # under a LossScaleOptimizer
+
+    def begin_epoch(epoch: int) -> None:
+        """Rates and frozen groups for ``epoch`` (they change per epoch under gradual-unfreeze)."""
+        if epoch >= settings.epochs:
+            return
+        factors = strategies.lr_factors(model, network.trainable_variables, settings.strategy, epoch)
+        inner.set_factors(factors)
+        callbacks.on_info({"strategy": settings.strategy.name, **strategies.parameter_counts(model, factors)})
+
     if total == 0:
         for epoch in range(settings.epochs):
             callbacks.on_epoch_end(epoch, 0.0)
@@ -248,6 +313,7 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
         restore(resume.path, model, optimizer)
         step, start_epoch, skip = resume.step, resume.epoch, resume.micro
         partial = (float(resume.extra.get("loss_sum", 0.0)), int(resume.extra.get("n_steps", 0)))
+    begin_epoch(start_epoch)
 
     def save(at: int, epoch: int, micro: int, loss_sum: float, n_steps: int) -> None:
         callbacks.checkpointer.save(at, epoch, micro, lambda d: write_state(d, model, optimizer),
@@ -257,7 +323,7 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
     # a strategy hands a process's consecutive elements to its replicas in turn
     batches = collect(train_batches, settings.epochs, steps_per_epoch, start_epoch, skip)
     make = dataset_factory(batches, group=accum if grouped else 0)
-    report = Report(callbacks, per_epoch, per_step, save, step, partial)
+    report = Report(callbacks, per_epoch, per_step, save, step, partial, begin_epoch)
     remaining = len(batches) // per_step
     if strategy is None:
         network.fit(make(), epochs=1, steps_per_epoch=remaining, shuffle=False, verbose=0, callbacks=[report])
@@ -274,14 +340,21 @@ def rng_variables(model: TensorflowModel) -> list:
     return [v for v in model.network.variables if id(v) not in weights]
 
 
+def extra_weights(model: TensorflowModel) -> list:
+    """Weights outside the transformers layout (LoRA matrices), in the network's order."""
+    mapped = {id(s.variable) for s in weight_map(model.network)}
+    return [v for v in model.network.weights if id(v) not in mapped and "lora_" in v.path]
+
+
 def write_state(directory: Path, model: TensorflowModel, optimizer) -> None:
     """Weights (transformers names), optimizer slots and step counter, and every RNG state as
     safetensors (no pickles); Python's and NumPy's RNG states as JSON. The data position is in the
     checkpoint's ``state.json`` (written by the core)."""
     from safetensors.numpy import save_file
 
-    save_file(model.state(), str(directory / "model.safetensors"))
+    save_file(model.state(merged=False), str(directory / "model.safetensors"))
     tensors = {f"optimizer/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+    tensors.update({f"extra/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(extra_weights(model))})
     tensors.update({f"rng/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(rng_variables(model))})
     save_file(tensors, str(directory / "trainer.safetensors"))
     np_state = np.random.get_state()
@@ -311,6 +384,9 @@ def restore(directory: Path, model: TensorflowModel, optimizer) -> None:
     for key, v in zip(slots, optimizer.variables, strict=True):
         v.assign(tensors[key])
     for key, v in zip(seeds, rngs, strict=True):
+        v.assign(tensors[key])
+    extras = sorted(k for k in tensors if k.startswith("extra/"))
+    for key, v in zip(extras, extra_weights(model), strict=True):  # LoRA matrices
         v.assign(tensors[key])
     name, keys, *rest = meta["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))

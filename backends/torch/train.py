@@ -13,7 +13,8 @@ from tl.batching import Batch
 from tl.config import TrainSettings
 from tl.errors import TLError, TrainingInterrupted
 from tl.interfaces import TrainCallbacks
-from tl_torch.model import TorchModel, device, to_inputs
+from tl_torch import strategies
+from tl_torch.model import TorchModel, device, summed_loss, to_inputs
 
 MAX_GRAD_NORM = 1.0
 
@@ -27,16 +28,6 @@ def seed_everything(seed: int) -> None:
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
-
-
-def optimizer_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and LayerNorm weights (the BERT recipe)."""
-    decay, no_decay = [], []
-    for name, p in module.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim < 2 or "LayerNorm" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -63,23 +54,30 @@ def groups(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:
 def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
           settings: TrainSettings, callbacks: TrainCallbacks) -> None:
     """``steps_per_epoch`` counts micro-batches; every ``settings.grad_accum`` of them make one
-    optimizer step, each weighted by its share of the step's rows (so the step's loss is the mean
-    over all of them, exactly as without accumulation)."""
+    optimizer step, each weighted by its share of the step's rows (labelled tokens for a token head),
+    so the step's loss is the mean over all of them, exactly as without accumulation."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
     model.precision = settings.precision
+    strategy = settings.strategy
+    model.strategy = strategy
+    model.module = strategies.prepare(model.module, strategy).to(device())
     module = model.module
     dev = device()
     world = settings.world_size
     if world > 1:
-        module = join_process_group(module, dev)
+        join_process_group(dev)
+    wrapped_for = None  # which parameters trained when DDP last wrapped the module
     accum = max(1, settings.grad_accum)
     total = steps_per_epoch // accum * settings.epochs
     warmup = int(settings.warmup_ratio * total)
-    optimizer = torch.optim.AdamW(optimizer_groups(model.module, settings.weight_decay), lr=settings.lr)
+    param_groups = strategies.optimizer_groups(model.module, strategy, settings.weight_decay)
+    for g in param_groups:
+        g["lr"] = settings.lr * g.pop("lr_scale")
+    optimizer = torch.optim.AdamW(param_groups, lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, warmup))
     scaler = torch.amp.GradScaler(dev.type, enabled=settings.loss_scaling and settings.precision == "fp16")
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+    loss_fn = summed_loss  # CE summed over a batch's scored labels (rows, or labelled tokens of a token head)
     ckpt, resume = callbacks.checkpointer, callbacks.resume
     step, start_epoch, skip, partial = 0, 0, 0, {"loss_sum": 0.0, "n_steps": 0}
     if resume is not None:
@@ -92,7 +90,14 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
                   {"loss_sum": loss_sum, "n_steps": n_steps})
 
     for epoch in range(start_epoch, settings.epochs):
-        module.train()
+        model.module.train()
+        strategies.set_epoch(model.module, strategy, epoch)
+        if world > 1:  # DDP registers the trainable parameters once: wrap again when they change
+            trainable = tuple(p.requires_grad for p in model.module.parameters())
+            if trainable != wrapped_for:
+                module, wrapped_for = ddp(model.module, dev), trainable
+        if epoch == settings.epochs - 1 or epoch == start_epoch:
+            callbacks.on_info({"strategy": strategy.name, **strategies.parameter_counts(model.module)})
         batches = iter(train_batches(epoch))
         micro = 0
         loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
@@ -105,9 +110,9 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
             n_steps = int(partial["n_steps"])
         for group in groups(batches, accum):
             rows = sum(len(b) for b in group)
-            if world > 1:  # every rank holds a shard: weight by the rows of the whole step
-                rows = all_reduce_sum(float(rows), dev)
-                rows = int(round(rows))
+            targets = sum(b.targets for b in group)  # = rows, or the labelled tokens of token labels
+            if world > 1:  # every rank holds a shard: weight by the targets of the whole step
+                rows, targets = (int(round(all_reduce_sum(float(n), dev))) for n in (rows, targets))
             step_loss = torch.zeros((), dtype=torch.float32, device=dev)
             for batch in group:
                 inputs = to_inputs(batch, dev)
@@ -115,11 +120,11 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
                 with model.autocast():
                     logits = module(**inputs).logits
                 # DDP averages gradients over ranks, so each rank's share is scaled back up by ``world``
-                loss = loss_fn(logits.float(), labels) / rows
+                loss = loss_fn(logits.float(), labels) / max(targets, 1)
                 scaler.scale(loss * world).backward()
                 step_loss += loss.detach()
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(module.parameters(), MAX_GRAD_NORM)
+            torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], MAX_GRAD_NORM)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -140,6 +145,7 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
         callbacks.on_epoch_end(epoch, float(loss_sum) / max(1, n_steps))
         if ckpt is not None:
             save(epoch + 1, 0, 0.0, 0)
+    model.module = strategies.finish(model.module, strategy)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -191,16 +197,20 @@ def _to_tuples(x):
     return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
 
 
-def join_process_group(module: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
-    """Join torchrun's process group (gloo on CPU, NCCL on CUDA) and wrap the module in DDP.
-    Gradients are averaged over ranks during backward."""
+def join_process_group(dev: torch.device) -> None:
+    """Join torchrun's process group (gloo on CPU, NCCL on CUDA)."""
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     if dev.type == "cuda":
         torch.cuda.set_device(dev)  # NCCL collectives (and all_gather_object) use the current device
     if not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+
+
+def ddp(module: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel: gradients averaged over ranks during backward."""
+    from torch.nn.parallel import DistributedDataParallel
+
     if dev.type == "cuda":
         return DistributedDataParallel(module, device_ids=[dev.index or 0])
     return DistributedDataParallel(module)

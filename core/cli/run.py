@@ -12,6 +12,7 @@ import click
 
 from tl.config import INITS, PRECISIONS, load_recipe, resolve
 from tl.errors import UsageError
+from tl.strategies import STRATEGIES
 
 
 class BatchSize(click.ParamType):
@@ -61,6 +62,15 @@ BATCH = BatchSize()
 @click.option("--init", type=click.Choice(INITS), help="pretrained weights, or scratch (same architecture, random).")
 @click.option("--allow-pickle", is_flag=True, default=None,
               help="Convert a trusted pickle checkpoint (pytorch_model.bin) to safetensors and use it.")
+@click.option("--strategy", type=click.Choice(STRATEGIES),
+              help="finetune (all weights), freeze (head only), gradual-unfreeze (top down, a group per epoch), "
+                   "lora (low-rank adapters). Default: finetune.")
+@click.option("--layer-lr-decay", type=click.FloatRange(0, 1, min_open=True),
+              help="Discriminative rates: each lower layer's rate is the one above times this. Default: 1.")
+@click.option("--lora-rank", type=click.IntRange(min=1), help="LoRA rank. Default: 8.")
+@click.option("--lora-alpha", type=click.FloatRange(min=0, min_open=True), help="LoRA alpha (scale alpha/rank). Default: 16.")
+@click.option("--merge-adapters", is_flag=True, default=None,
+              help="lora: save a standard checkpoint with the adapters merged (default: the adapters alone).")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
 @click.option("--nproc", type=click.IntRange(min=1),
@@ -116,11 +126,9 @@ def _report(result, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({k: v for k, v in m.items() if k not in ("eval_per_class",)}, default=str))
         return
-    click.echo(
-        f"eval_accuracy {m['eval_accuracy']:.4f} | eval_loss {m['eval_loss']:.4f} | "
-        f"eval_macro_f1 {m['eval_macro_f1']:.4f} | {m['train_samples_per_second']} samples/s | "
-        f"{m['train_runtime_s']:.1f}s"
-    )
+    first, *rest = [f"eval_{k}" for k in result.summary]  # the task's headline metrics, loss second
+    click.echo(" | ".join(f"{k} {m[k]:.4f}" for k in (first, "eval_loss", *rest))
+               + f" | {m['train_samples_per_second']} samples/s | {m['train_runtime_s']:.1f}s")
     click.echo(f"run directory: {result.run_dir}  (predict: tl predict --model {result.run_dir / 'model'} \"some text\")")
 
 

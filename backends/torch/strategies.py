@@ -1,0 +1,101 @@
+"""Transfer strategies on torch (semantics in ``tl.strategies``): which parameters train in each
+epoch, discriminative learning rates, and LoRA through ``peft``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tl.adapters import MODULES_TO_SAVE, write_adapters
+from tl.strategies import LORA_TARGETS, Strategy, depth, encoder_inference_mode, lr_scale, trains
+
+PEFT_PARTS = ("base_model.model.", "modules_to_save.default.", "base_layer.")
+
+
+def hf_name(name: str) -> str:
+    """A (possibly peft-wrapped) parameter name as in a transformers checkpoint, without ``bert.``."""
+    for part in PEFT_PARTS:
+        name = name.replace(part, "")
+    name = name.replace(".default.", ".")  # lora_A.default.weight -> lora_A.weight
+    return name[len("bert."):] if name.startswith("bert.") else name
+
+
+def num_layers(module: torch.nn.Module) -> int:
+    return int(module.config.num_hidden_layers)
+
+
+def is_lora(module: torch.nn.Module) -> bool:
+    return hasattr(module, "peft_config")
+
+
+def _counted(name: str) -> bool:
+    return "original_module" not in name  # peft's untouched copy of a modules_to_save layer
+
+
+def prepare(module: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
+    """The module to train: ``module`` itself, or for ``lora`` a peft model with adapters on the
+    attention query/value projections and the head (pooler + classifier) trained in full."""
+    if not strategy.lora:
+        return module
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=strategy.lora_rank, lora_alpha=strategy.lora_alpha,
+                        lora_dropout=strategy.lora_dropout, target_modules=list(LORA_TARGETS),
+                        modules_to_save=list(MODULES_TO_SAVE), bias="none")
+    return get_peft_model(module, config)
+
+
+def set_epoch(module: torch.nn.Module, strategy: Strategy, epoch: int) -> None:
+    """Freeze and unfreeze for ``epoch``; call after ``module.train()``."""
+    layers = num_layers(module)
+    for name, p in module.named_parameters():
+        if strategy.lora:
+            p.requires_grad = _counted(name) and ("lora_" in name or depth(hf_name(name), layers) == 0)
+        else:
+            p.requires_grad = trains(hf_name(name), strategy, epoch, layers)
+    if encoder_inference_mode(strategy):
+        bert = module.bert
+        bert.embeddings.eval()
+        bert.encoder.eval()
+
+
+def optimizer_groups(module: torch.nn.Module, strategy: Strategy, weight_decay: float) -> list[dict]:
+    """One AdamW group per (layer depth, decays or not), at ``lr x layer_lr_decay ** depth``
+    (``lr_scale``, multiplied into the group's rate by the caller). No weight decay on biases and
+    LayerNorm weights (the BERT recipe). Parameters frozen now but unfrozen later are included:
+    AdamW skips a parameter without a gradient."""
+    layers = num_layers(module)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in module.named_parameters():
+        if strategy.lora and not (_counted(name) and ("lora_" in name or depth(hf_name(name), layers) == 0)):
+            continue
+        key = hf_name(name)
+        decays = not (p.ndim < 2 or "LayerNorm" in name)
+        group = groups.setdefault((depth(key, layers), decays), {
+            "params": [], "weight_decay": weight_decay if decays else 0.0,
+            "lr_scale": lr_scale(key, layers, strategy),
+        })
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def parameter_counts(module: torch.nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for n, p in module.named_parameters() if _counted(n))
+    trainable = sum(p.numel() for n, p in module.named_parameters() if _counted(n) and p.requires_grad)
+    return {"trainable_parameters": int(trainable), "total_parameters": int(total)}
+
+
+def finish(module: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
+    """After training: LoRA with ``merge_adapters`` folds the adapters into a plain transformers model."""
+    if strategy.lora and strategy.merge_adapters and is_lora(module):
+        return module.merge_and_unload()
+    return module
+
+
+def save_adapters(module: torch.nn.Module, directory: Path, strategy: Strategy, base: str) -> None:
+    """The adapters and head alone, in PEFT's format (``tl.adapters``)."""
+    tensors = {hf_name(n): p.detach().float().cpu().numpy() for n, p in module.named_parameters()
+               if _counted(n) and ("lora_" in n or depth(hf_name(n), num_layers(module)) == 0)}
+    write_adapters(directory, {k: np.asarray(v) for k, v in tensors.items()}, strategy, base)

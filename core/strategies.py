@@ -1,0 +1,95 @@
+"""Transfer strategies, the same on every backend: which weights train, at which learning rate, when.
+
+Weights are named as in a transformers BERT checkpoint without the ``bert.`` prefix, and grouped by
+depth from the top: the head (``classifier``, and ``pooler``, BERT's [CLS] projection, which exists
+for pre-training and is re-learned with the head) is depth 0, encoder layer ``i`` of ``L`` is depth
+``L - i``, the embeddings are depth ``L + 1``.
+
+- ``finetune``: every weight trains (``--layer-lr-decay`` < 1 gives lower layers smaller rates).
+- ``freeze``: feature extraction. The encoder is frozen and runs in inference mode (no dropout, no
+  backward pass through it); only the head trains.
+- ``gradual-unfreeze`` (ULMFiT, Howard & Ruder 2018): epoch 0 trains the head, each later epoch
+  unfreezes one more layer group from the top down; with discriminative rates, each group's rate
+  is the one above it times ``--layer-lr-decay``.
+- ``lora`` (Hu et al. 2021): the encoder is frozen; trainable low-rank adapters B·A (rank
+  ``--lora-rank``, scaled by ``--lora-alpha / rank``) are added to the attention query and value
+  projections; the head trains in full.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+STRATEGIES = ("finetune", "freeze", "gradual-unfreeze", "lora")
+#: Projections LoRA adapts (transformers module names inside ``attention.self``).
+LORA_TARGETS = ("query", "value")
+HEAD_PREFIXES = ("classifier.", "pooler.")
+
+_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str = "finetune"
+    layer_lr_decay: float = 1.0
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.1
+    merge_adapters: bool = False
+
+    @property
+    def lora(self) -> bool:
+        return self.name == "lora"
+
+    @property
+    def lora_scale(self) -> float:
+        return self.lora_alpha / self.lora_rank
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def strip_prefix(key: str) -> str:
+    """A transformers parameter name without the model's ``bert.`` prefix."""
+    return key[len("bert."):] if key.startswith("bert.") else key
+
+
+def depth(key: str, num_layers: int) -> int:
+    """0 for the head, ``num_layers - i`` for encoder layer ``i``, ``num_layers + 1`` for embeddings."""
+    key = strip_prefix(key)
+    if key.startswith(HEAD_PREFIXES):
+        return 0
+    match = _LAYER.match(key)
+    if match:
+        return num_layers - int(match.group(1))
+    return num_layers + 1
+
+
+def lr_scale(key: str, num_layers: int, strategy: Strategy) -> float:
+    """The factor on the learning rate of ``key``'s group (discriminative fine-tuning)."""
+    return strategy.layer_lr_decay ** depth(key, num_layers)
+
+
+def trainable_depth(strategy: Strategy, epoch: int, num_layers: int) -> int:
+    """The deepest group that trains in ``epoch`` (0: the head only); LoRA adapters are separate."""
+    if strategy.name == "finetune":
+        return num_layers + 1
+    if strategy.name == "gradual-unfreeze":
+        return min(epoch, num_layers + 1)
+    return 0  # freeze, lora: the head (and LoRA's adapters)
+
+
+def trains(key: str, strategy: Strategy, epoch: int, num_layers: int) -> bool:
+    return depth(key, num_layers) <= trainable_depth(strategy, epoch, num_layers)
+
+
+def encoder_inference_mode(strategy: Strategy) -> bool:
+    """Whether the encoder runs without dropout and without gradients (feature extraction)."""
+    return strategy.name == "freeze"
+
+
+def lora_pairs(num_layers: int) -> list[str]:
+    """The transformers names of the projections LoRA adapts, e.g. ``encoder.layer.0.attention.self.query``."""
+    return [f"encoder.layer.{i}.attention.self.{t}" for i in range(num_layers) for t in LORA_TARGETS]
