@@ -10,6 +10,7 @@ from typing import Any
 
 from tl.errors import UsageError
 from tl.strategies import STRATEGIES, Strategy
+from tl.truncation import TRUNCATIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,6 +58,8 @@ class RunConfig:
     lora_rank: int | None = None
     lora_alpha: float | None = None
     merge_adapters: bool | None = None
+    #: texts longer than max_length (tl.truncation): head | tail | head+tail | chunks
+    truncation: str | None = None
     output: str | None = None
 
 
@@ -80,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "layer_lr_decay": 1.0,
     "lora_rank": 8,
     "lora_alpha": 16.0,
+    "truncation": "head",
 }
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
@@ -155,6 +159,8 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"strategy must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}")
     if config.layer_lr_decay is not None and config.layer_lr_decay > 1:
         raise UsageError(f"layer-lr-decay must be in (0, 1], got {config.layer_lr_decay}")
+    if config.truncation is not None and config.truncation not in TRUNCATIONS:
+        raise UsageError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {config.truncation!r}")
     if config.merge_adapters and config.strategy not in (None, "lora"):
         raise UsageError("--merge-adapters applies to --strategy lora only")
 

@@ -20,6 +20,7 @@ from tl.errors import UsageError
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Backend, HeadSpec, Model, Task
 from tl.metrics import softmax
 from tl.tokenization import Tokenizer
+from tl.truncation import pool
 
 PREDICT_BATCH = 64
 
@@ -77,6 +78,7 @@ def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str
     weights = materialize(d)  # LoRA adapters saved alone: merged into their base model
     validate_checkpoint(weights)
     tokenizer = Tokenizer.from_dir(d)
+    tokenizer.truncation = meta.get("truncation", "head")
     head = HeadSpec(meta["head"], meta["labels"])
     if head.kind not in backend.capabilities.heads:
         raise UsageError(f"backend {backend.name!r} cannot run a {head.kind} model (heads: "
@@ -104,8 +106,26 @@ def label_ids(labels: Sequence[str], space: tuple[str, ...]) -> np.ndarray:
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int,
            labels: np.ndarray | None = None) -> Encoded:
+    if pairs is None and tokenizer.truncation != "head":  # tail, head+tail, chunks (tl.truncation)
+        ids, types, owner = tokenizer.encode_long(texts, max_length)
+        row_labels = None if labels is None else np.asarray(labels)[owner]
+        return Encoded(ids, types, row_labels, pad_id=tokenizer.pad_id, extra={"owner": owner})
     ids, types = tokenizer.encode(texts, pairs, max_length=max_length)
     return Encoded(ids, types, labels, pad_id=tokenizer.pad_id)
+
+
+def per_text(logits: np.ndarray, encoded: Encoded) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits and labels per text: rows that are windows of one text (``--truncation chunks``)
+    have their logits averaged."""
+    owner = encoded.extra.get("owner")
+    if owner is None:
+        return logits, encoded.labels
+    n = int(owner.max()) + 1 if len(owner) else 0
+    labels = None
+    if encoded.labels is not None:
+        labels = np.zeros(n, dtype=np.int64)
+        labels[owner] = encoded.labels
+    return pool(logits, owner, n), labels
 
 
 def dataset_logits(model: Model, encoded: Encoded, batch_size: int = PREDICT_BATCH) -> np.ndarray | list[np.ndarray]:
@@ -128,7 +148,7 @@ def predict(model: Model, texts: Sequence[str], max_length: int, pairs: Sequence
     if not texts:
         return []
     encoded = encode(model.tokenizer, texts, pairs, max_length)
-    probs = softmax(dataset_logits(model, encoded, batch_size))
+    probs = softmax(per_text(dataset_logits(model, encoded, batch_size), encoded)[0])
     labels = model.head.labels
     out = []
     for text, p in zip(texts, probs, strict=True):

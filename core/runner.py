@@ -143,6 +143,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     splits = load_splits(config, registry, task)
     labels = label_space(task, splits)
     tokenizer = Tokenizer.from_dir(checkpoint)
+    tokenizer.truncation = config.truncation or "head"
     resume = None
     if resume_dir is not None:
         if not backend.capabilities.checkpoints:
@@ -285,7 +286,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         return RunResult(run_dir, {**epoch_metrics, "rank": world.rank}, task.summary_metrics)
 
     model_dir = save_model(model, run_dir / "model", {
-        "task": task.name, "max_length": config.max_length, "versions": versions,
+        "task": task.name, "max_length": config.max_length, "truncation": tokenizer.truncation, "versions": versions,
         "trained": {"dataset": config.dataset, "epochs": config.epochs, "seed": config.seed},
     })
     pm.hook.tl_on_checkpoint_saved(run_dir=run_dir, path=model_dir)

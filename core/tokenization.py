@@ -26,6 +26,8 @@ class Tokenizer:
         self._tok.no_truncation()
         self.config = config
         self.source = source
+        #: How single texts longer than max_length are read (``tl.truncation``); pairs: longest-first.
+        self.truncation = "head"
         self.pad_token = config.get("pad_token", "[PAD]")
         pad_id = self._tok.token_to_id(self.pad_token if isinstance(self.pad_token, str) else "[PAD]")
         self.pad_id = 0 if pad_id is None else int(pad_id)
@@ -70,6 +72,44 @@ class Tokenizer:
         ids = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
         types = [np.asarray(e.type_ids, dtype=np.int8) for e in encodings]
         return ids, types
+
+    def encode_long(self, texts: Sequence[str], max_length: int
+                    ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """``encode`` of single texts under ``self.truncation``: the rows (several per text for
+        ``chunks``), their token type ids, and each row's text index."""
+        from tl.truncation import apply
+
+        self._tok.no_truncation()
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=True)
+        rows, owner = apply([np.asarray(e.ids, dtype=np.int32) for e in encodings], max_length, self.truncation)
+        return rows, [np.zeros(len(r), dtype=np.int8) for r in rows], owner
+
+    def encode_words(
+        self, words: Sequence[Sequence[str]], add_special_tokens: bool = True
+    ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+        """Token ids, token type ids and each token's word index (-1: a special token) of
+        pre-split words (token classification), not truncated: callers window long inputs."""
+        self._tok.no_truncation()
+        encodings = self._tok.encode_batch([list(w) for w in words], is_pretokenized=True,
+                                           add_special_tokens=add_special_tokens)
+        ids = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+        types = [np.asarray(e.type_ids, dtype=np.int8) for e in encodings]
+        word_ids = [np.asarray([-1 if w is None else w for w in e.word_ids], dtype=np.int32) for e in encodings]
+        return ids, types, word_ids
+
+    def word_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character spans [start, end) of the words the tokenizer's normalizer and pre-tokenizer
+        find in ``text`` (for BERT: split at whitespace and punctuation); words without any token
+        are left out."""
+        self._tok.no_truncation()
+        encoding = self._tok.encode(text, add_special_tokens=False)
+        spans: dict[int, list[int]] = {}
+        for word, (start, end) in zip(encoding.word_ids, encoding.offsets, strict=True):
+            if word is None:
+                continue
+            span = spans.setdefault(word, [start, end])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+        return [(s, e) for s, e in (spans[w] for w in sorted(spans))]
 
     def save(self, directory: str | Path) -> None:
         """Write tokenizer.json, tokenizer_config.json, special_tokens_map.json (and vocab.txt)."""

@@ -13,6 +13,7 @@ import click
 from tl.config import INITS, PRECISIONS, load_recipe, resolve
 from tl.errors import UsageError
 from tl.strategies import STRATEGIES
+from tl.truncation import TRUNCATIONS
 
 
 class BatchSize(click.ParamType):
@@ -71,6 +72,9 @@ BATCH = BatchSize()
 @click.option("--lora-alpha", type=click.FloatRange(min=0, min_open=True), help="LoRA alpha (scale alpha/rank). Default: 16.")
 @click.option("--merge-adapters", is_flag=True, default=None,
               help="lora: save a standard checkpoint with the adapters merged (default: the adapters alone).")
+@click.option("--truncation", type=click.Choice(TRUNCATIONS),
+              help="Texts longer than --max-length: keep the head, the tail, head+tail, or all of it in "
+                   "overlapping chunks (logits averaged per text). Default: head.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
 @click.option("--nproc", type=click.IntRange(min=1),
