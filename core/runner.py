@@ -26,6 +26,7 @@ from tl.checkpoints import Checkpointer
 from tl.config import RunConfig, TrainSettings, strategy_of, to_dict
 from tl.data import Examples, Splits
 from tl.distributed import World, world_from_env
+from tl.encode_cache import cached
 from tl.errors import BackendUnavailable, DataError, TrainingInterrupted, UsageError
 from tl.interfaces import Backend, HeadSpec, Task, TrainCallbacks
 from tl.modelio import dataset_logits, label_ids, save_model  # noqa: F401 (label_ids: re-exported)
@@ -163,8 +164,11 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
     t0 = time.perf_counter()
-    train_enc = task.encode(tokenizer, splits.train, config.max_length, labels)
-    eval_enc = task.encode(tokenizer, splits.eval, config.max_length, labels)
+    task_id = f"{task.name}:{type(task).__module__}.{type(task).__qualname__}:{__version__}"
+    train_enc, train_cached = cached(task_id, tokenizer, splits.train, config.max_length, labels,
+                                     lambda: task.encode(tokenizer, splits.train, config.max_length, labels))
+    eval_enc, eval_cached = cached(task_id, tokenizer, splits.eval, config.max_length, labels,
+                                   lambda: task.encode(tokenizer, splits.eval, config.max_length, labels))
     tokenize_s = time.perf_counter() - t0
 
     probe = backend.probe()
@@ -298,6 +302,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         "train_steps": total_steps,
         "eval_runtime_s": round(state["t_eval"], 3),
         "tokenize_runtime_s": round(tokenize_s, 3),
+        "tokenize_cached": train_cached and eval_cached,
         # wall-clock time (Unix seconds) when the first optimizer step of this process finished
         "first_step_unix": state.get("first_step_unix"),
         "epochs": config.epochs,

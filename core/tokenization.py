@@ -54,6 +54,15 @@ class Tokenizer:
             raise UsageError(f"cannot load the tokenizer in {d}: {exc}") from None
         return cls(tok, config, d)
 
+    def fingerprint(self) -> str:
+        """A digest of everything that decides the token ids (the serialized pipeline and config)."""
+        if getattr(self, "_fingerprint", None) is None:
+            import hashlib
+
+            blob = self._tok.to_str() + json.dumps(self.config, sort_keys=True, default=str)
+            self._fingerprint = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return self._fingerprint
+
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
