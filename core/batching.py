@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 #: Sort within windows of this many batches, so batches hold similar lengths but stay random.
 GROUP_WINDOW = 50
+#: The label of a token that is not scored (special tokens, padding, a word's later word pieces), as
+#: in transformers and torch's ``CrossEntropyLoss(ignore_index=-100)``.
+IGNORE_INDEX = -100
 
 
 @dataclass
@@ -16,30 +20,46 @@ class Batch:
     input_ids: np.ndarray  # int32 [B, L]
     attention_mask: np.ndarray  # int32 [B, L]
     token_type_ids: np.ndarray  # int32 [B, L]
-    labels: np.ndarray | None  # int64 [B]
+    labels: np.ndarray | None  # int64 [B], or [B, L] for token labels (IGNORE_INDEX where not scored)
     index: np.ndarray  # int64 [B]: row positions in the encoded dataset
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
 
+    @property
+    def targets(self) -> int:
+        """How many labels the loss scores: the rows, or the labelled tokens of token labels. A step's
+        loss is the sum over its micro-batches' targets divided by the step's targets."""
+        if self.labels is None:
+            return 0
+        return int(np.count_nonzero(self.labels != IGNORE_INDEX))
+
 
 @dataclass
 class Encoded:
-    """A tokenized dataset: ragged ids per row and integer label ids."""
+    """A tokenized dataset: ragged ids per row and integer label ids, either one per row (an int64
+    array) or one per token (a list of int64 arrays as long as each row's ids, ``IGNORE_INDEX`` where a
+    token is not scored). ``extra`` holds a task's own per-row data (lists or arrays with one entry per
+    row, e.g. each token's word index), kept aligned by ``take``."""
 
     ids: list[np.ndarray]
     type_ids: list[np.ndarray]
-    labels: np.ndarray | None
+    labels: np.ndarray | list[np.ndarray] | None
     pad_id: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def token_labels(self) -> bool:
+        return isinstance(self.labels, list)
+
     def take(self, rows: Sequence[int] | np.ndarray) -> Encoded:
         """The rows at ``rows``, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
-        labels = None if self.labels is None else self.labels[rows]
-        return Encoded([self.ids[i] for i in rows], [self.type_ids[i] for i in rows], labels, self.pad_id)
+        return Encoded([self.ids[i] for i in rows], [self.type_ids[i] for i in rows], _pick(self.labels, rows),
+                       self.pad_id, {k: _pick(v, rows) for k, v in self.extra.items()})
 
     @property
     def lengths(self) -> np.ndarray:
@@ -57,8 +77,27 @@ class Encoded:
             ids[j, :n] = self.ids[i]
             types[j, :n] = self.type_ids[i]
             mask[j, :n] = 1
-        labels = None if self.labels is None else self.labels[rows].astype(np.int64)
+        if self.token_labels:
+            labels = np.full((len(rows), width), IGNORE_INDEX, dtype=np.int64)
+            for j, i in enumerate(rows):
+                labels[j, : len(self.labels[i])] = self.labels[i]
+        else:
+            labels = None if self.labels is None else self.labels[rows].astype(np.int64)
         return Batch(ids, mask, types, labels, rows)
+
+
+def _pick(values, rows: np.ndarray):
+    if values is None:
+        return None
+    if isinstance(values, np.ndarray):
+        return values[rows]
+    return [values[i] for i in rows]
+
+
+def unpad(logits: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+    """Per-token logits [B, L, labels] of a batch as one [tokens, labels] array per row."""
+    lengths = np.asarray(attention_mask).sum(axis=1)
+    return [np.ascontiguousarray(logits[j, : int(n)]) for j, n in enumerate(lengths)]
 
 
 def train_order(

@@ -1,8 +1,9 @@
 """Hugging Face BERT checkpoint directories, read and written without a framework.
 
 The saved-model format of every backend is the one ``transformers`` writes for
-``BertForSequenceClassification``: ``config.json`` (with ``id2label``/``label2id``), ``model.safetensors``
-(encoder keys prefixed ``bert.``, head keys ``classifier.*``), tokenizer files, plus ``tl.json``.
+``BertForSequenceClassification`` (``BertForTokenClassification`` for token heads, which has no pooler):
+``config.json`` (with ``id2label``/``label2id``), ``model.safetensors`` (encoder keys prefixed ``bert.``,
+head keys ``classifier.*``), tokenizer files, plus ``tl.json``.
 """
 
 from __future__ import annotations
@@ -119,13 +120,24 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
+#: The transformers class whose weight layout and config.json each head kind saves.
+ARCHITECTURES = {
+    "sequence_classification": "BertForSequenceClassification",
+    "token_classification": "BertForTokenClassification",
+}
+
+
 def classifier_config(base: dict[str, Any], head: HeadSpec) -> dict[str, Any]:
-    """config.json of a sequence classifier built on ``base`` (a BERT config)."""
-    config = {k: v for k, v in base.items() if k not in ("_name_or_path", "architectures", "id2label", "label2id")}
-    config["architectures"] = ["BertForSequenceClassification"]
+    """config.json of a classifier with ``head`` built on ``base`` (a BERT config)."""
+    drop = ("_name_or_path", "architectures", "id2label", "label2id")
+    config = {k: v for k, v in base.items() if k not in drop}
+    config["architectures"] = [ARCHITECTURES.get(head.kind, ARCHITECTURES["sequence_classification"])]
     config["id2label"] = {str(i): label for i, label in enumerate(head.labels)}
     config["label2id"] = {label: i for i, label in enumerate(head.labels)}
-    config["problem_type"] = "single_label_classification"
+    if head.kind == "sequence_classification":
+        config["problem_type"] = "single_label_classification"
+    else:
+        config.pop("problem_type", None)
     return config
 
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tl.errors import DataError
 
@@ -35,12 +36,16 @@ _FORMATS = {
 
 @dataclass(frozen=True)
 class Examples:
-    """Parallel lists of raw texts (optionally pairs) and string labels."""
+    """Parallel lists of raw texts (optionally pairs) and string labels.
+
+    Token-level tasks also set ``words``: each example's words as given (e.g. the tokens of a CoNLL
+    sentence), with ``texts`` the words joined by spaces and each label a tuple of one tag per word."""
 
     texts: list[str]
-    labels: list[str]
+    labels: list[Any]
     pairs: list[str] | None = None
     source: str = ""
+    words: list[tuple[str, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -51,7 +56,17 @@ class Examples:
             [self.labels[i] for i in indices],
             None if self.pairs is None else [self.pairs[i] for i in indices],
             self.source,
+            None if self.words is None else [self.words[i] for i in indices],
         )
+
+    def __add__(self, other: Examples) -> Examples:
+        """The rows of both (a separate evaluation file joins the training data this way)."""
+
+        def join(a, b):
+            return None if a is None else a + (b or [])
+
+        return Examples(self.texts + other.texts, self.labels + other.labels, join(self.pairs, other.pairs),
+                        self.source, join(self.words, other.words))
 
     def head(self, n: int | None) -> Examples:
         return self if n is None or n >= len(self) else self.take(range(n))

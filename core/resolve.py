@@ -6,13 +6,16 @@ registered alias, so a typo gives "unknown alias" rather than a hub request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from tl.data import Splits, hash_split, load_examples
+from tl.data import Examples, Splits, hash_split, load_examples
 from tl.errors import UsageError
 from tl.plugins import Registry
 
 HUB_PREFIXES = ("hf://", "hf:")
+#: Reads a local file: (path, text_column, label_column, text_pair_column) -> Examples (``Task.read``).
+Reader = Callable[..., Examples]
 
 
 def _hub_id(name: str) -> str | None:
@@ -50,11 +53,12 @@ def resolve_model(name: str, registry: Registry) -> tuple[Path, str]:
 
 
 def resolve_dataset(name: str, registry: Registry, text_column: str, label_column: str,
-                    text_pair_column: str | None = None) -> Splits:
-    """Train and eval splits for a file, a registered dataset or a hub dataset."""
+                    text_pair_column: str | None = None, *, read: Reader = load_examples) -> Splits:
+    """Train and eval splits for a file (read by ``read``: the task's reader), a registered dataset
+    or a hub dataset."""
     path = Path(name).expanduser()
     if path.exists() or _looks_like_path(name):
-        return hash_split(load_examples(path, text_column, label_column, text_pair_column))
+        return hash_split(read(path, text_column, label_column, text_pair_column))
     if name in registry.items["dataset"]:
         return registry.get("dataset", name).load()
     hub = _hub_id(name)
@@ -68,9 +72,9 @@ def resolve_dataset(name: str, registry: Registry, text_column: str, label_colum
 
 
 def resolve_eval_file(name: str, registry: Registry, text_column: str, label_column: str,
-                      text_pair_column: str | None = None):
+                      text_pair_column: str | None = None, *, read: Reader = load_examples) -> Examples:
     """All rows of ``--eval-dataset`` (a file), or the eval split of a named dataset."""
     path = Path(name).expanduser()
     if path.exists() or _looks_like_path(name):
-        return load_examples(path, text_column, label_column, text_pair_column)
-    return resolve_dataset(name, registry, text_column, label_column, text_pair_column).eval
+        return read(path, text_column, label_column, text_pair_column)
+    return resolve_dataset(name, registry, text_column, label_column, text_pair_column, read=read).eval

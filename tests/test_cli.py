@@ -59,7 +59,7 @@ def _one_line_error(out: subprocess.CompletedProcess, code: int, *fragments: str
 
 def test_bad_names(tiny_checkpoint, tiny_data):
     _one_line_error(tl("run", "--backend", "jax", "--dataset", str(tiny_data)), 2, "unknown backend 'jax'", "torch")
-    _one_line_error(tl("run", "--task", "ner"), 2, "unknown task 'ner'", "sentiment")
+    _one_line_error(tl("run", "--task", "summarize"), 2, "unknown task 'summarize'", "sentiment")
     _one_line_error(tl("run", "--model", "minilmm", "--dataset", str(tiny_data)), 2, "unknown model 'minilmm'", "minilm")
     _one_line_error(tl("run", "--model", str(tiny_checkpoint), "--dataset", "rotten"), 2,
                     "unknown dataset 'rotten'", "rotten_tomatoes")

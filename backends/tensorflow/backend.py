@@ -18,7 +18,7 @@ class TensorflowBackend(Backend):
     requires = ("tensorflow", "keras", "keras_hub")
     install_hint = "pip install 'tl[tensorflow]'"
     capabilities = Capabilities(
-        heads=("sequence_classification",),
+        heads=("sequence_classification", "token_classification"),
         precisions=("fp32", "bf16", "fp16"),
         distributed=("multi-worker", "mirrored"),
         exports=("savedmodel",),

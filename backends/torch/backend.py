@@ -20,7 +20,7 @@ class TorchBackend(Backend):
     requires = ("torch", "transformers")
     install_hint = "pip install 'tl[torch]'"
     capabilities = Capabilities(
-        heads=("sequence_classification",),
+        heads=("sequence_classification", "token_classification"),
         precisions=("fp32", "bf16", "fp16"),
         distributed=("ddp",),
         checkpoints=True,
@@ -40,11 +40,12 @@ class TorchBackend(Backend):
             return None
         return find_max_batch(lambda batch: fits_in_memory(model, batch, max_length), upper)
 
-    def all_gather(self, array: np.ndarray) -> list[np.ndarray]:
+    def all_gather(self, array: np.ndarray | list[np.ndarray]) -> list:
         import torch.distributed as dist
 
         parts: list = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, np.ascontiguousarray(array))
+        mine = [np.ascontiguousarray(a) for a in array] if isinstance(array, list) else np.ascontiguousarray(array)
+        dist.all_gather_object(parts, mine)  # token heads: a list of per-row arrays
         return parts
 
     def probe_accelerators(self) -> tuple[Accelerator, ...]:

@@ -68,62 +68,56 @@ def _read_inputs(path: str, text_column: str) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text_column: str,
             backend: str | None, batch_size: int, as_json: bool) -> None:
-    """Predict labels for TEXTS (or --input) with a saved model."""
-    from tl.modelio import predict as run_predict
+    """Predict labels for TEXTS (or --input) with a saved model (for a token-classification model
+    such as NER: the entity spans of each text)."""
+    from tl.modelio import task_of
 
     inputs = list(texts) + (_read_inputs(input_path, text_column) if input_path else [])
     if not inputs:
         raise UsageError("nothing to predict: pass texts as arguments or --input FILE")
-    model, meta, _, _ = _load(model_dir, backend)
-    preds = run_predict(model, inputs, max_length=int(meta.get("max_length", 128)), batch_size=batch_size)
-    if as_json:
-        for p in preds:
-            click.echo(json.dumps({"text": p.text, "label": p.label, "probability": round(p.probability, 6),
-                                   "probabilities": {k: round(v, 6) for k, v in p.probabilities.items()}},
-                                  ensure_ascii=False))
-        return
-    width = max(len(lab) for lab in model.head.labels)
-    for p in preds:
-        text = p.text if len(p.text) <= 80 else p.text[:77] + "..."
-        click.echo(f"{p.label:<{width}}  {p.probability:.3f}  {text}")
+    model, meta, registry, _ = _load(model_dir, backend)
+    task = task_of(meta, registry)
+    preds = task.predict(model, inputs, int(meta.get("max_length", 128)), batch_size)
+    for line in task.format_predictions(preds, model.head.labels, as_json):
+        click.echo(line)
 
 
 @click.command()
 @click.option("--model", "-m", "model_dir", required=True, help="A model directory saved by tl.")
 @click.option("--dataset", required=True, help="A data file (all rows are scored) or a dataset name (its eval split).")
-@click.option("--text-column", default="text", show_default=True)
-@click.option("--label-column", default="label", show_default=True)
+@click.option("--text-column", help="Text column of a data file. Default: the task's, else text.")
+@click.option("--label-column", help="Label column of a data file. Default: the task's, else label.")
 @click.option("--backend", help="Backend to run on (default: the one that trained the model, if installed).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-eval-samples", type=click.IntRange(min=1), help="Score a fixed random subset of this size.")
 @click.option("--output", "-o", help="Where to write the metrics JSON. Default: evaluation-<dataset>.json beside the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(model_dir: str, dataset: str, text_column: str, label_column: str, backend: str | None,
-             batch_size: int, max_eval_samples: int | None, output: str | None, as_json: bool) -> None:
+def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column: str | None,
+             backend: str | None, batch_size: int, max_eval_samples: int | None, output: str | None,
+             as_json: bool) -> None:
     """Score a saved model on labelled data; print and write the metrics."""
     from tl.errors import DataError
-    from tl.modelio import encode
+    from tl.modelio import task_of
     from tl.resolve import resolve_eval_file
     from tl.runner import evaluate as score
-    from tl.runner import label_ids, subset
+    from tl.runner import subset
     from tl.runs import write_json_atomic
 
     model, meta, registry, pm = _load(model_dir, backend)
-    examples = subset(resolve_eval_file(dataset, registry, text_column, label_column), max_eval_samples)
+    task = task_of(meta, registry)
+    text_column = text_column or task.defaults.get("text_column") or "text"
+    label_column = label_column or task.defaults.get("label_column") or "label"
+    pair_column = task.defaults.get("text_pair_column")
+    examples = subset(resolve_eval_file(dataset, registry, text_column, label_column, pair_column, read=task.read),
+                      max_eval_samples)
     labels = model.head.labels
-    unknown = sorted(set(examples.labels) - set(labels))
+    unknown = sorted(set(task.observed_labels(examples)) - set(labels))
     if unknown:
         raise DataError(f"labels {', '.join(map(repr, unknown))} in {dataset} are not labels of this model "
                         f"({', '.join(labels)})")
-    task = registry.get("task", meta["task"]) if meta.get("task") in registry.items["task"] else None
-    if task is None:
-        from tl.interfaces import Task
-
-        task = Task()
-    enc = encode(model.tokenizer, examples.texts, examples.pairs, int(meta.get("max_length", 128)),
-                 label_ids(examples.labels, labels))
+    enc = task.encode(model.tokenizer, examples, int(meta.get("max_length", 128)), labels)
     metrics = score(model, enc, labels, task, batch_size)
-    metrics.update({"num_eval_samples": len(enc), "dataset": dataset, "backend": model.backend,
+    metrics.update({"num_eval_samples": len(examples), "dataset": dataset, "backend": model.backend,
                     "model": str(model_dir)})
     target = Path(output) if output else Path(model_dir).resolve().parent / f"evaluation-{Path(dataset).stem}.json"
     write_json_atomic(target, metrics)
@@ -131,9 +125,12 @@ def evaluate(model_dir: str, dataset: str, text_column: str, label_column: str, 
     if as_json:
         click.echo(json.dumps(metrics))
         return
-    click.echo(f"eval_accuracy {metrics['eval_accuracy']:.4f} | eval_loss {metrics['eval_loss']:.4f} | "
-               f"eval_macro_f1 {metrics['eval_macro_f1']:.4f} | {len(enc)} examples | backend {model.backend}")
-    for label, row in metrics["eval_per_class"].items():
+    shown = [f"eval_{k}" for k in task.summary_metrics]
+    first, rest = shown[:1], shown[1:]  # the classification line reads: accuracy | loss | macro_f1
+    click.echo(" | ".join(f"{k} {metrics[k]:.4f}" for k in (*first, "eval_loss", *rest))
+               + f" | {len(examples)} examples | backend {model.backend}")
+    per = metrics.get("eval_per_class") or metrics.get("eval_per_type") or {}
+    for label, row in per.items():
         click.echo(f"  {label:<12} precision {row['precision']:.3f}  recall {row['recall']:.3f}  "
                    f"f1 {row['f1']:.3f}  support {row['support']}")
     click.echo(f"metrics written to {target}")
