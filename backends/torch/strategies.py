@@ -3,6 +3,7 @@ epoch, discriminative learning rates, and LoRA through ``peft``."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,9 @@ from tl.adapters import MODULES_TO_SAVE, write_adapters
 from tl.strategies import LORA_TARGETS, Strategy, depth, encoder_inference_mode, lr_scale, trains
 
 PEFT_PARTS = ("base_model.model.", "modules_to_save.default.", "base_layer.")
+
+# peft reads transformers' deprecated ``is_gradient_checkpointing``; not the user's concern
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def hf_name(name: str) -> str:
