@@ -83,7 +83,8 @@ DEFAULTS: dict[str, Any] = {
     "layer_lr_decay": 1.0,
     "lora_rank": 8,
     "lora_alpha": 16.0,
-    "truncation": "head",
+    # Texts longer than max_length keep their start and their end (tl.truncation; measured in README)
+    "truncation": "head+tail",
 }
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))

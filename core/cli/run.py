@@ -74,7 +74,7 @@ BATCH = BatchSize()
               help="lora: save a standard checkpoint with the adapters merged (default: the adapters alone).")
 @click.option("--truncation", type=click.Choice(TRUNCATIONS),
               help="Texts longer than --max-length: keep the head, the tail, head+tail, or all of it in "
-                   "overlapping chunks (logits averaged per text). Default: head.")
+                   "overlapping chunks (logits averaged per text). Default: head+tail.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
 @click.option("--nproc", type=click.IntRange(min=1),
