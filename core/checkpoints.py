@@ -80,6 +80,35 @@ class Checkpointer:
         return None
 
 
+def host_rng_state() -> dict[str, Any]:
+    """Python's and NumPy's global RNG states as plain lists and numbers (JSON, or torch's
+    ``weights_only`` loader), for a checkpoint."""
+    import random
+
+    import numpy as np
+
+    name, keys, *rest = np.random.get_state()
+    return {"numpy": [name, keys.tolist(), *rest], "python": _to_lists(random.getstate())}
+
+
+def set_host_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    random.setstate(_to_tuples(state["python"]))
+
+
+def _to_lists(x):
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x):
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+
+
 def _valid_state(path: Path) -> dict | None:
     try:
         state = json.loads((path / STATE).read_text(encoding="utf-8"))

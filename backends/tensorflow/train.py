@@ -4,7 +4,6 @@ precision, global-norm clipping. Same schedule, decay groups and clipping as the
 from __future__ import annotations
 
 import json
-import random
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tl.batching import Batch
+from tl.checkpoints import host_rng_state, set_host_rng_state
 from tl.config import TrainSettings
 from tl.errors import TLError, TrainingInterrupted
 from tl.interfaces import TrainCallbacks
@@ -357,12 +357,7 @@ def write_state(directory: Path, model: TensorflowModel, optimizer) -> None:
     tensors.update({f"extra/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(extra_weights(model))})
     tensors.update({f"rng/{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(rng_variables(model))})
     save_file(tensors, str(directory / "trainer.safetensors"))
-    np_state = np.random.get_state()
-    meta = {
-        "optimizer": [v.path for v in optimizer.variables],
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "python": _to_lists(random.getstate()),
-    }
+    meta = {"optimizer": [v.path for v in optimizer.variables], **host_rng_state()}
     (directory / "trainer.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
@@ -388,14 +383,4 @@ def restore(directory: Path, model: TensorflowModel, optimizer) -> None:
     extras = sorted(k for k in tensors if k.startswith("extra/"))
     for key, v in zip(extras, extra_weights(model), strict=True):  # LoRA matrices
         v.assign(tensors[key])
-    name, keys, *rest = meta["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-    random.setstate(_to_tuples(meta["python"]))
-
-
-def _to_lists(x):
-    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _to_tuples(x):
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+    set_host_rng_state(meta)

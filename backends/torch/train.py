@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from tl.batching import Batch
+from tl.checkpoints import host_rng_state, set_host_rng_state
 from tl.config import TrainSettings
 from tl.errors import TLError, TrainingInterrupted
 from tl.interfaces import TrainCallbacks
@@ -158,12 +159,10 @@ def write_state(directory: Path, model: TorchModel, optimizer, scheduler, scaler
 
     save_file({k: v.detach().contiguous() for k, v in model.module.state_dict().items()},
               str(directory / "model.safetensors"))
-    np_state = np.random.get_state()
     rng = {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": _to_lists(random.getstate()),
+        **host_rng_state(),
     }
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "rng": rng}, directory / "trainer.pt")
@@ -184,17 +183,7 @@ def restore(directory: Path, model: TorchModel, optimizer, scheduler, scaler) ->
     torch.set_rng_state(rng["torch"])
     if rng["cuda"]:
         torch.cuda.set_rng_state_all(rng["cuda"])
-    name, keys, *rest = rng["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    random.setstate(_to_tuples(rng["python"]))
-
-
-def _to_lists(x):
-    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _to_tuples(x):
-    return tuple(_to_tuples(v) for v in x) if isinstance(x, list) else x
+    set_host_rng_state(rng)
 
 
 def join_process_group(dev: torch.device) -> None:
