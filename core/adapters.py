@@ -20,7 +20,7 @@ import numpy as np
 
 from tl.checkpoint import CONFIG_NAME, load_state, save_state, write_json
 from tl.errors import UsageError
-from tl.strategies import LORA_TARGETS, Strategy
+from tl.strategies import LORA_TARGETS, Strategy, strip_prefix
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -34,8 +34,7 @@ def peft_key(key: str) -> str:
 
 
 def tl_key(key: str) -> str:
-    key = key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key
-    return key[len("bert."):] if key.startswith("bert.") else key
+    return strip_prefix(key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key)
 
 
 def has_adapters(directory: Path) -> bool:
@@ -60,7 +59,7 @@ def write_adapters(directory: Path, tensors: dict[str, np.ndarray], strategy: St
 def merge(base: dict[str, np.ndarray], adapters: dict[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
     """Base weights (transformers names, ``bert.`` optional) with every adapter folded in and the
     adapters' head weights replacing the base's."""
-    state = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in base.items()}
+    state = {strip_prefix(k): v for k, v in base.items()}
     adapters = {tl_key(k): v for k, v in adapters.items()}
     for key, a in adapters.items():
         if ".lora_A." not in key:

@@ -10,7 +10,15 @@ import numpy as np
 import torch
 
 from tl.adapters import MODULES_TO_SAVE, write_adapters
-from tl.strategies import LORA_TARGETS, Strategy, depth, encoder_inference_mode, lr_scale, trains
+from tl.strategies import (
+    LORA_TARGETS,
+    Strategy,
+    depth,
+    encoder_inference_mode,
+    lr_scale,
+    strip_prefix,
+    trains,
+)
 
 PEFT_PARTS = ("base_model.model.", "modules_to_save.default.", "base_layer.")
 
@@ -22,8 +30,7 @@ def hf_name(name: str) -> str:
     """A (possibly peft-wrapped) parameter name as in a transformers checkpoint, without ``bert.``."""
     for part in PEFT_PARTS:
         name = name.replace(part, "")
-    name = name.replace(".default.", ".")  # lora_A.default.weight -> lora_A.weight
-    return name[len("bert."):] if name.startswith("bert.") else name
+    return strip_prefix(name.replace(".default.", "."))  # lora_A.default.weight -> lora_A.weight
 
 
 def num_layers(module: torch.nn.Module) -> int:
@@ -36,6 +43,11 @@ def is_lora(module: torch.nn.Module) -> bool:
 
 def _counted(name: str) -> bool:
     return "original_module" not in name  # peft's untouched copy of a modules_to_save layer
+
+
+def _lora_trains(name: str, layers: int) -> bool:
+    """Under LoRA: the adapters and the head (peft's trained copy of it)."""
+    return _counted(name) and ("lora_" in name or depth(hf_name(name), layers) == 0)
 
 
 def prepare(module: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
@@ -56,7 +68,7 @@ def set_epoch(module: torch.nn.Module, strategy: Strategy, epoch: int) -> None:
     layers = num_layers(module)
     for name, p in module.named_parameters():
         if strategy.lora:
-            p.requires_grad = _counted(name) and ("lora_" in name or depth(hf_name(name), layers) == 0)
+            p.requires_grad = _lora_trains(name, layers)
         else:
             p.requires_grad = trains(hf_name(name), strategy, epoch, layers)
     if encoder_inference_mode(strategy):
@@ -73,7 +85,7 @@ def optimizer_groups(module: torch.nn.Module, strategy: Strategy, weight_decay: 
     layers = num_layers(module)
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in module.named_parameters():
-        if strategy.lora and not (_counted(name) and ("lora_" in name or depth(hf_name(name), layers) == 0)):
+        if strategy.lora and not _lora_trains(name, layers):
             continue
         key = hf_name(name)
         decays = not (p.ndim < 2 or "LayerNorm" in name)
@@ -100,6 +112,7 @@ def finish(module: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
 
 def save_adapters(module: torch.nn.Module, directory: Path, strategy: Strategy, base: str) -> None:
     """The adapters and head alone, in PEFT's format (``tl.adapters``)."""
+    layers = num_layers(module)
     tensors = {hf_name(n): p.detach().float().cpu().numpy() for n, p in module.named_parameters()
-               if _counted(n) and ("lora_" in n or depth(hf_name(n), num_layers(module)) == 0)}
+               if _lora_trains(n, layers)}
     write_adapters(directory, {k: np.asarray(v) for k, v in tensors.items()}, strategy, base)
