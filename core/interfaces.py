@@ -173,6 +173,12 @@ class Model(ABC):
     tokenizer: Tokenizer
     #: Where the weights came from (alias, path or hub id) and other provenance for tl.json.
     info: dict[str, Any]
+    #: The compute precision of ``logits`` (and of training): "fp32", "bf16" or "fp16".
+    precision: str = "fp32"
+
+    def set_precision(self, precision: str) -> None:
+        """Compute in ``precision`` from now on (weights stay float32; logits are float32)."""
+        self.precision = precision
 
     @abstractmethod
     def logits(self, batches: Iterable[Batch]) -> np.ndarray | list[np.ndarray]:

@@ -152,6 +152,19 @@ def test_run_predict_evaluate_end_to_end(tmp_path, tiny_checkpoint, tiny_data, b
     assert metrics["num_eval_samples"] == 60 and metrics["eval_accuracy"] >= 0.9
     assert f"eval_accuracy {metrics['eval_accuracy']:.4f}" in result.output
 
+    # --precision: the same labels and near-identical probabilities in fp32 and bf16
+    probs = {}
+    for precision in ("fp32", "bf16"):
+        result = runner.invoke(cli, ["predict", "--model", model, "--json", "--precision", precision, "--threads", "1",
+                                     "the film was great", "an awful, dull mess", "it was a film"])
+        assert result.exit_code == 0, result.output
+        probs[precision] = [json.loads(line)["probabilities"]["positive"] for line in result.output.splitlines()]
+    assert probs["fp32"][:2] and max(abs(a - b) for a, b in zip(*probs.values(), strict=True)) < 2e-2
+    result = runner.invoke(cli, ["evaluate", "--model", model, "--dataset", str(held_out), "--precision", "fp32",
+                                 "-o", str(out_json), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out_json.read_text())["precision"] == "fp32"
+
 
 def test_predict_errors(tmp_path):
     _one_line_error(tl("predict", "--model", str(tmp_path / "missing"), "hi"), 2, "not found")

@@ -27,15 +27,34 @@ def _pick_backend(registry, requested: str | None, model_dir: str) -> str:
     raise UsageError("no backend is installed: pip install 'tl[torch]' or 'tl[tensorflow]'")
 
 
-def _load(model_dir: str, backend_name: str | None):
+def _load(model_dir: str, backend_name: str | None, precision: str = "auto", threads: int | None = None):
+    """The saved model on its backend, computing in the precision the training plan would pick
+    here (``auto``: bf16 where the hardware computes it natively, as the run's own evaluation did)."""
     from tl.cli.common import load_registry
     from tl.modelio import load_saved
+    from tl.plan import PlanRequest, make_plan
     from tl.runner import get_backend
 
     registry, pm = load_registry()
     backend = get_backend(registry, _pick_backend(registry, backend_name, model_dir))
+    if not Path(model_dir).is_dir():
+        raise UsageError(f"model directory {model_dir} not found")
+    plan = make_plan(backend.probe(), PlanRequest(precision=precision, batch_size=1, threads=threads))
+    backend.configure(plan.threads)  # before the framework starts its thread pools
     model, meta = load_saved(model_dir, backend)
+    model.set_precision(plan.precision)
     return model, meta, registry, pm
+
+
+def runtime_options(command):
+    """--precision and --threads of the commands that run a saved model."""
+    from tl.config import PRECISIONS
+
+    command = click.option("--threads", type=click.IntRange(min=1),
+                           help="CPU threads. Default: every usable core.")(command)
+    return click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                        help="auto: bf16 where the hardware computes it natively (as in training), "
+                             "fp16 on GPUs without bf16, else fp32.")(command)
 
 
 def _read_inputs(path: str, text_column: str) -> list[str]:
@@ -66,8 +85,9 @@ def _read_inputs(path: str, text_column: str) -> list[str]:
 @click.option("--backend", help="Backend to run on (default: the one that trained the model, if installed).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@runtime_options
 def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text_column: str,
-            backend: str | None, batch_size: int, as_json: bool) -> None:
+            backend: str | None, batch_size: int, as_json: bool, precision: str, threads: int | None) -> None:
     """Predict labels for TEXTS (or --input) with a saved model (for a token-classification model
     such as NER: the entity spans of each text)."""
     from tl.modelio import task_of
@@ -75,7 +95,7 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
     inputs = list(texts) + (_read_inputs(input_path, text_column) if input_path else [])
     if not inputs:
         raise UsageError("nothing to predict: pass texts as arguments or --input FILE")
-    model, meta, registry, _ = _load(model_dir, backend)
+    model, meta, registry, _ = _load(model_dir, backend, precision, threads)
     task = task_of(meta, registry)
     preds = task.predict(model, inputs, int(meta.get("max_length", 128)), batch_size)
     for line in task.format_predictions(preds, model.head.labels, as_json):
@@ -92,9 +112,10 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
 @click.option("--max-eval-samples", type=click.IntRange(min=1), help="Score a fixed random subset of this size.")
 @click.option("--output", "-o", help="Where to write the metrics JSON. Default: evaluation-<dataset>.json beside the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@runtime_options
 def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column: str | None,
              backend: str | None, batch_size: int, max_eval_samples: int | None, output: str | None,
-             as_json: bool) -> None:
+             as_json: bool, precision: str, threads: int | None) -> None:
     """Score a saved model on labelled data; print and write the metrics."""
     from tl.errors import DataError
     from tl.modelio import task_of
@@ -103,7 +124,7 @@ def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column
     from tl.runner import subset
     from tl.runs import write_json_atomic
 
-    model, meta, registry, pm = _load(model_dir, backend)
+    model, meta, registry, pm = _load(model_dir, backend, precision, threads)
     task = task_of(meta, registry)
     text_column = text_column or task.defaults.get("text_column") or "text"
     label_column = label_column or task.defaults.get("label_column") or "label"
@@ -118,7 +139,7 @@ def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column
     enc = task.encode(model.tokenizer, examples, int(meta.get("max_length", 128)), labels)
     metrics = score(model, enc, labels, task, batch_size)
     metrics.update({"num_eval_samples": len(examples), "dataset": dataset, "backend": model.backend,
-                    "model": str(model_dir)})
+                    "precision": model.precision, "model": str(model_dir)})
     target = Path(output) if output else Path(model_dir).resolve().parent / f"evaluation-{Path(dataset).stem}.json"
     write_json_atomic(target, metrics)
     pm.hook.tl_on_evaluate(run_dir=target.parent, metrics=metrics)
