@@ -264,9 +264,11 @@ def predict_variant(ctx: Ctx, name: str) -> Callable[[int], dict]:
         model = str(ensure_predict_model(ctx))
         if name.startswith("tl"):
             backend = "torch" if "torch" in name else "tensorflow"
-            return [ctx.tl, "predict", "--model", model, "--input", str(path), "--backend", backend, "--json"]
+            return [ctx.tl, "predict", "--model", model, "--input", str(path), "--backend", backend, "--json",
+                    "--precision", ctx.precision, "--threads", str(ctx.threads)]
         batch = ["--batch-size", "64"] if "64" in name else []
-        return [ctx.python, str(BENCH / "reference" / "hf_pipeline.py"), "--model", model, "--input", str(path), *batch]
+        return [ctx.python, str(BENCH / "reference" / "hf_pipeline.py"), "--model", model, "--input", str(path), *batch,
+                "--precision", ctx.precision, "--threads", str(ctx.threads)]
 
     def run(r: int) -> dict:
         n = ctx.predict_n

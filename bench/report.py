@@ -83,7 +83,8 @@ def predict_table(summary: dict) -> list[str]:
     if not vs:
         return []
     n = summary["settings"]["predict_texts"]
-    lines = [f"**Inference** — fp32, one fine-tuned model directory, held-out texts; steady state = "
+    s = summary["settings"]
+    lines = [f"**Inference** — {s['precision']} (autocast; float32 weights), {s['threads']} thread(s), one fine-tuned model directory, held-out texts; steady state = "
              f"{n[0]} / (t({n[1]}) − t({n[0]})) (start-up and loading cancel), end-to-end = {n[1]} / t({n[1]}) "
              f"of the whole process; median of {summary['settings']['repeats']}:", "",
              "| variant | steady-state texts/s | end-to-end texts/s | peak RSS |", "|---|---|---|---|"]
