@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -175,4 +174,7 @@ def _launch(nproc: int) -> None:
         cleaned.append(a)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "tl", *cleaned]
-    raise SystemExit(subprocess.call(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # torchrun takes this process's place: a signal to `tl run` reaches torchrun, which stops its workers
+    os.execv(sys.executable, command)
