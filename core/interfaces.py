@@ -60,6 +60,10 @@ class Task:
     defaults: dict[str, Any] = {}
     #: Metrics (without the ``eval_`` prefix) shown after each epoch and logged in history.jsonl.
     summary_metrics: tuple[str, ...] = ("accuracy", "macro_f1")
+    #: Every example is a text pair (NLI, paraphrase): data without a second text is refused with a
+    #: one-line error naming ``--text-pair-column`` (default: ``defaults["text_pair_column"]``), and
+    #: ``tl predict`` reads that column from tabular input.
+    requires_text_pair: bool = False
 
     def read(self, path: str | Path, text_column: str, label_column: str,
              text_pair_column: str | None = None) -> Examples:

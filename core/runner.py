@@ -78,8 +78,20 @@ def load_splits(config: RunConfig, registry: Registry, task: Task | None = None)
         # with a separate eval set, the whole of --dataset trains
         train = splits.train if not Path(config.dataset).exists() else _all(splits)
         splits = Splits(train, eval_examples, split=f"eval from {config.eval_dataset}")
+    if task is not None:
+        for examples in (splits.train, splits.eval):
+            require_pairs(task, examples)
     return Splits(subset(splits.train, config.max_train_samples), subset(splits.eval, config.max_eval_samples),
                   splits.split)
+
+
+def require_pairs(task: Task, examples: Examples) -> None:
+    """A one-line error when ``task`` classifies text pairs and ``examples`` are single texts."""
+    if task.requires_text_pair and examples.pairs is None:
+        source = examples.source or "the data"
+        default = task.defaults.get("text_pair_column")
+        raise DataError(f"task {task.name!r} classifies text pairs, but {source} has no second text; pass "
+                        f"--text-pair-column" + (f" (default: {default})" if default else ""))
 
 
 def _all(splits: Splits) -> Examples:

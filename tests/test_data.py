@@ -83,3 +83,28 @@ def test_hash_split_needs_enough_rows():
 
     with pytest.raises(DataError, match="too few rows"):
         hash_split(Examples(["only one"], ["a"], source="one.csv"))
+
+
+def test_a_pair_task_refuses_single_texts_before_training(tmp_path):
+    """``Task.requires_text_pair``: the core refuses data without a second text, naming the option."""
+    from tl.config import RunConfig
+    from tl.errors import DataError
+    from tl.interfaces import Task
+    from tl.plugins import Registry
+    from tl.runner import load_splits
+
+    class Pairs(Task):
+        name = "pairs"
+        requires_text_pair = True
+        defaults = {"text_pair_column": "second"}
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("text,second,label\n" + "".join(f"a{i},b{i},{i % 2}\n" for i in range(20)))
+    config = RunConfig(dataset=str(rows), text_column="text", label_column="label")
+    with pytest.raises(DataError, match=r"^task 'pairs' classifies text pairs, but .*rows.csv has no second text; "
+                                        r"pass --text-pair-column \(default: second\)$"):
+        load_splits(config, Registry(), Pairs())
+    paired = load_splits(RunConfig(dataset=str(rows), text_column="text", label_column="label",
+                                   text_pair_column="second"), Registry(), Pairs())
+    assert paired.train.pairs is not None and len(paired.train) + len(paired.eval) == 20
+    assert len(load_splits(config, Registry(), Task()).train.pairs or []) == 0  # single texts are fine elsewhere

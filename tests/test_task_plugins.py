@@ -222,6 +222,22 @@ def test_nli_trains_through_the_pair_path(plugin_registry, tmp_path, wide_checkp
         out = CliRunner().invoke(cli, ["predict", "--model", str(result.run_dir / "model"), "just one text"])
         assert out.exit_code == 2 and "give each input as FIRST<TAB>SECOND" in out.output
 
+        # tabular input: the task's columns (premise, hypothesis) by default, or --text-pair-column
+        table = write_rows(tmp_path / "to_label.csv", ["premise", "hypothesis", "claim"],
+                           [(premise, "it was quite dull", "it was great"), (premise, "it was okay", "it was okay")])
+        for extra, expected in (([], ["contradiction", "neutral"]),
+                                (["--text-pair-column", "claim"], ["entailment", "neutral"])):
+            out = CliRunner().invoke(cli, ["predict", "--model", str(result.run_dir / "model"), "--input", str(table),
+                                           "--json", *extra])
+            assert out.exit_code == 0, out.output
+            assert [json.loads(line)["label"] for line in out.stdout.splitlines()] == expected
+        out = CliRunner().invoke(cli, ["predict", "--model", str(result.run_dir / "model"), "--input", str(table),
+                                       "--text-pair-column", "nope"])
+        assert out.exit_code == 2 and "column 'nope' not found in to_label.csv" in out.output
+        out = CliRunner().invoke(cli, ["predict", "--model", str(result.run_dir / "model"), "--input", str(inputs),
+                                       "--text-pair-column", "claim"])
+        assert out.exit_code == 2 and "FIRST<TAB>SECOND" in out.output
+
 
 def test_classify_trains_four_classes(plugin_registry, tmp_path, wide_checkpoint, backend_name):
     data = write_rows(tmp_path / "topics.csv", ["text", "topic"], topic_rows(480, seed=6))

@@ -57,47 +57,81 @@ def runtime_options(command):
                              "fp16 on GPUs without bf16, else fp32.")(command)
 
 
-def _read_inputs(path: str, text_column: str) -> list[str]:
+def _read_inputs(path: str, text_column: str, pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
+    """Texts (and with ``pair_column``, their second texts) from a .txt file, stdin or a table."""
     from tl.data import read_table, show_names
 
-    if path == "-":
-        return [ln.rstrip("\r\n") for ln in sys.stdin if ln.strip()]
+    if path == "-" or Path(path).suffix.lower() in (".txt", ".text", ""):
+        if path == "-":
+            lines = [ln.rstrip("\r\n") for ln in sys.stdin if ln.strip()]
+        else:
+            p = Path(path)
+            if not p.is_file():
+                raise UsageError(f"input file {p} not found")
+            try:
+                lines = [ln.rstrip("\r\n") for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"{p} is not valid UTF-8 (byte {exc.start})") from None
+        return lines, None  # a pair task reads FIRST<TAB>SECOND lines itself
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"input file {p} not found")
-    if p.suffix.lower() in (".txt", ".text", ""):
-        try:
-            return [ln.rstrip("\r\n") for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"{p} is not valid UTF-8 (byte {exc.start})") from None
     df = read_table(p)
-    if text_column not in df.columns:
-        raise UsageError(f"column {text_column!r} not found in {p.name}; columns are: "
-                         f"{show_names(df.columns)}. Pass --text-column.")
-    return [str(x) for x in df[text_column].tolist()]
+    for option, column in (("--text-column", text_column), ("--text-pair-column", pair_column)):
+        if column is not None and column not in df.columns:
+            raise UsageError(f"column {column!r} not found in {p.name}; columns are: "
+                             f"{show_names(df.columns)}. Pass {option}.")
+    texts = [str(x) for x in df[text_column].tolist()]
+    return texts, None if pair_column is None else [str(x) for x in df[pair_column].tolist()]
 
 
 @click.command()
 @click.argument("texts", nargs=-1)
 @click.option("--model", "-m", "model_dir", required=True, help="A model directory saved by tl (runs/<id>/model).")
 @click.option("--input", "-i", "input_path", help="File of texts: .txt (one per line), .csv/.tsv/.jsonl/.parquet, or - for stdin.")
-@click.option("--text-column", default="text", show_default=True, help="Text column for tabular --input files.")
+@click.option("--text-column", help="Text column of tabular --input files. Default: the task's, else text.")
+@click.option("--text-pair-column", help="Second-text column of tabular --input files, for pair tasks "
+              "(default: the task's). Texts on the command line and .txt lines give a pair as FIRST<TAB>SECOND.")
 @click.option("--backend", help="Backend to run on (default: the one that trained the model, if installed).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @runtime_options
-def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text_column: str,
-            backend: str | None, batch_size: int, as_json: bool, precision: str, threads: int | None) -> None:
+def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text_column: str | None,
+            text_pair_column: str | None, backend: str | None, batch_size: int, as_json: bool, precision: str,
+            threads: int | None) -> None:
     """Predict labels for TEXTS (or --input) with a saved model (for a token-classification model
     such as NER: the entity spans of each text)."""
+    from tl.checkpoint import read_meta
+    from tl.cli.common import load_registry
     from tl.modelio import task_of
 
-    inputs = list(texts) + (_read_inputs(input_path, text_column) if input_path else [])
+    if not Path(model_dir).is_dir():
+        raise UsageError(f"model directory {model_dir} not found")
+    task = task_of(read_meta(model_dir), load_registry()[0])
+    tabular = input_path is not None and input_path != "-" and Path(input_path).suffix.lower() not in (
+        ".txt", ".text", "")
+    if text_pair_column and not tabular:
+        raise UsageError("--text-pair-column reads a column of a tabular --input file (.csv/.tsv/.jsonl/.parquet); "
+                         "elsewhere give each pair as FIRST<TAB>SECOND")
+    text_column = text_column or task.defaults.get("text_column") or "text"
+    pair_column = text_pair_column or (task.defaults.get("text_pair_column") if task.requires_text_pair else None)
+    pairs: list[str] | None = None
+    inputs = list(texts)
+    if input_path:
+        read, read_pairs = _read_inputs(input_path, text_column, pair_column if tabular else None)
+        if read_pairs is not None:
+            if inputs:
+                raise UsageError("texts on the command line cannot be mixed with a --text-pair-column input file")
+            pairs = read_pairs
+        inputs += read
     if not inputs:
         raise UsageError("nothing to predict: pass texts as arguments or --input FILE")
     model, meta, registry, _ = _load(model_dir, backend, precision, threads)
-    task = task_of(meta, registry)
-    preds = task.predict(model, inputs, int(meta.get("max_length", 128)), batch_size)
+    max_length = int(meta.get("max_length", 128))
+    if pairs is not None:
+        preds = task.predict(model, inputs, max_length, batch_size, pairs=pairs)
+    else:
+        preds = task.predict(model, inputs, max_length, batch_size)
     for line in task.format_predictions(preds, model.head.labels, as_json):
         click.echo(line)
 
@@ -107,6 +141,7 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
 @click.option("--dataset", required=True, help="A data file (all rows are scored) or a dataset name (its eval split).")
 @click.option("--text-column", help="Text column of a data file. Default: the task's, else text.")
 @click.option("--label-column", help="Label column of a data file. Default: the task's, else label.")
+@click.option("--text-pair-column", help="Second-text column of a data file, for pair tasks. Default: the task's.")
 @click.option("--backend", help="Backend to run on (default: the one that trained the model, if installed).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-eval-samples", type=click.IntRange(min=1), help="Score a fixed random subset of this size.")
@@ -114,23 +149,24 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @runtime_options
 def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column: str | None,
-             backend: str | None, batch_size: int, max_eval_samples: int | None, output: str | None,
+             text_pair_column: str | None, backend: str | None, batch_size: int, max_eval_samples: int | None, output: str | None,
              as_json: bool, precision: str, threads: int | None) -> None:
     """Score a saved model on labelled data; print and write the metrics."""
     from tl.errors import DataError
     from tl.modelio import task_of
     from tl.resolve import resolve_eval_file
     from tl.runner import evaluate as score
-    from tl.runner import subset
+    from tl.runner import require_pairs, subset
     from tl.runs import write_json_atomic
 
     model, meta, registry, pm = _load(model_dir, backend, precision, threads)
     task = task_of(meta, registry)
     text_column = text_column or task.defaults.get("text_column") or "text"
     label_column = label_column or task.defaults.get("label_column") or "label"
-    pair_column = task.defaults.get("text_pair_column")
+    pair_column = text_pair_column or task.defaults.get("text_pair_column")
     examples = subset(resolve_eval_file(dataset, registry, text_column, label_column, pair_column, read=task.read),
                       max_eval_samples)
+    require_pairs(task, examples)
     labels = model.head.labels
     unknown = sorted(set(task.observed_labels(examples)) - set(labels))
     if unknown:

@@ -29,10 +29,9 @@ class PairTask(Task):
     #: Label names (normalised) in id order; data whose labels are all among them is ordered this way.
     canonical: tuple[str, ...] = ()
     aliases: dict[str, str] = {}
-    #: A pair task cannot learn from single texts. tl's Task interface has no field for this yet, so each
-    #: task's defaults name a pair column (``--text-pair-column`` overrides it), a data file without that
-    #: column ends in a one-line error naming the option, and ``observed_labels`` refuses examples
-    #: without pairs where tl calls it.
+    #: A pair task cannot learn from single texts: tl refuses data without a second text (one line naming
+    #: ``--text-pair-column``), and ``tl predict`` reads the pair column of tabular input. Each task's
+    #: defaults name that column; ``observed_labels`` also checks, for tl versions before this field.
     requires_text_pair = True
     #: ``tl predict`` hands a task single strings: a pair is written ``first<TAB>second``.
     pair_separator = "\t"
