@@ -328,6 +328,32 @@ def test_predict_prints_entity_spans(trained, backend_name):
                                          "it is", "  (no entities)"]
 
 
+def test_savedmodel_export_serves_per_token_logits(trained, tmp_path):
+    """A token head exports too: ``logits``/``probabilities`` are [batch, length, labels], equal to the
+    model's own logits on the real tokens."""
+    tf = pytest.importorskip("tensorflow")
+    from tl.batching import unpad
+    from tl.cli import cli
+    from tl.modelio import encode, load_saved
+    from tl.runner import get_backend
+
+    model_dir = trained(BACKENDS[0]).run_dir / "model"
+    out = CliRunner().invoke(cli, ["export", "--model", str(model_dir), "--format", "savedmodel",
+                                   "-o", str(tmp_path / "served")])
+    assert out.exit_code == 0, out.output
+    model, meta = load_saved(model_dir, get_backend(build_registry(get_plugin_manager(autoload=True)), BACKENDS[0]))
+    batch = encode(model.tokenizer, ["the actor Bob Smith", "it is Paris and the cast was Rome"], None, 32).collate([0, 1])
+    served = tf.saved_model.load(str(tmp_path / "served")).signatures["serving_default"]
+    got = served(input_ids=tf.constant(batch.input_ids), attention_mask=tf.constant(batch.attention_mask),
+                 token_type_ids=tf.constant(batch.token_type_ids))
+    width, labels = batch.input_ids.shape[1], len(meta["labels"])
+    assert got["logits"].shape == (2, width, labels) and got["probabilities"].shape == (2, width, labels)
+    expected = model.logits([batch])
+    for row, want in zip(unpad(got["logits"].numpy(), batch.attention_mask), expected, strict=True):
+        assert np.abs(row - want).max() < 1e-4
+    assert np.allclose(got["probabilities"].numpy().sum(axis=-1), 1, atol=1e-5)
+
+
 def test_evaluate_command_scores_a_jsonl_file(trained, ner_files, tmp_path):
     from tl.cli import cli
 

@@ -2,7 +2,8 @@
 
 The ``serving_default`` signature takes token ids, as transformers names them: ``input_ids``,
 ``attention_mask``, ``token_type_ids`` (int32, shape [batch, length], length <= max_length), and returns
-``logits`` and ``probabilities`` (float32, [batch, num_labels]). Tokenize with the tokenizer files in
+``logits`` and ``probabilities`` (float32, [batch, num_labels]; for a token-classification model such as
+NER, [batch, length, num_labels], one row per word piece, padding rows to be ignored). Tokenize with the tokenizer files in
 ``assets/`` (any Hugging Face fast tokenizer gives the ids tl uses); ``assets/tl.json`` has the label
 names in id order. Token ids rather than raw strings keep the served ids identical to tl's
 (an in-graph WordPiece would be a second tokenizer implementation to keep in sync).
