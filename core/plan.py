@@ -8,6 +8,8 @@ or is an error under ``strict``. The effective batch is kept: per-device batch x
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -63,6 +65,8 @@ class PlanRequest:
     max_device_batch: int | None = None  # the largest per-device batch known to fit
     #: the backend can drive every local device from one process (tf.distribute.MirroredStrategy)
     mirrored: bool = False
+    #: CPU cores other processes keep busy (``busy_cores()``); informs a note, never the plan itself
+    busy_cores: float = 0.0
 
 
 @dataclass
@@ -173,6 +177,11 @@ def make_plan(probe: Probe, request: PlanRequest) -> TrainingPlan:
     threads = request.threads or max(1, usable // max(1, request.local_world_size))
     if request.threads and request.threads > usable:
         notes.append(f"{request.threads} threads requested on {usable} usable cores (oversubscribed)")
+    free = usable - math.ceil(request.busy_cores - 0.25)
+    if device == "cpu" and world == 1 and not request.threads and threads > 1 and free < threads:
+        notes.append(f"other processes keep about {request.busy_cores:.1f} of the {usable} cores busy, and "
+                     f"{threads} threads wait on each other when one is preempted (on a busy 2-core machine "
+                     f"2 threads ran 4x slower than 1): --threads {max(1, free)} may be faster")
     distributed = request.distributed if world > 1 else ("mirrored" if replicas > 1 else "none")
     if world == 1 and count > 1 and replicas == 1:
         notes.append(f"{count} devices visible; this run uses one (see README: distributed training)")
@@ -182,6 +191,14 @@ def make_plan(probe: Probe, request: PlanRequest) -> TrainingPlan:
         grad_accum=accum, effective_batch=request.batch_size, world_size=world, distributed=distributed,
         replicas=replicas, notes=notes,
     )
+
+
+def busy_cores() -> float:
+    """Cores kept busy by other processes: the 1-minute load average less this process's own core."""
+    try:
+        return max(0.0, os.getloadavg()[0] - 1.0)
+    except OSError:  # not available on this platform
+        return 0.0
 
 
 def cpu_probe() -> Probe:

@@ -30,7 +30,7 @@ from tl.encode_cache import cached
 from tl.errors import BackendUnavailable, DataError, TrainingInterrupted, UsageError
 from tl.interfaces import Backend, HeadSpec, Task, TrainCallbacks
 from tl.modelio import dataset_logits, label_ids, save_model  # noqa: F401 (label_ids: re-exported)
-from tl.plan import PlanRequest, make_plan
+from tl.plan import PlanRequest, busy_cores, make_plan
 from tl.plugins import Registry
 from tl.progress import Progress
 from tl.resolve import resolve_dataset, resolve_eval_file, resolve_model
@@ -188,7 +188,7 @@ def run(config: RunConfig, registry: Registry, pm, *, overwrite: bool = False, q
         precision=config.precision, strict=bool(config.precision_strict), batch_size=config.batch_size,
         grad_accum=config.grad_accum, threads=config.threads, world_size=world.size,
         local_world_size=world.local_size, distributed=world.mode,
-        mirrored="mirrored" in backend.capabilities.distributed,
+        mirrored="mirrored" in backend.capabilities.distributed, busy_cores=busy_cores(),
     )
     plan = make_plan(probe, request)
     backend.configure(plan.threads, plan.replicas)

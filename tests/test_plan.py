@@ -32,6 +32,18 @@ def test_no_gpu_plain_cpu():
     assert (p.threads, p.per_device_batch, p.grad_accum, p.effective_batch) == (8, 32, 1, 32)
 
 
+def test_a_busy_machine_gets_a_thread_note_but_the_same_plan():
+    two = dataclasses.replace(PLAIN_CPU, logical_cores=2, usable_cores=2)
+    quiet, busy = plan(two, busy_cores=0.1), plan(two, busy_cores=1.3)
+    assert quiet.notes == [] and quiet.threads == busy.threads == 2
+    assert busy.notes == ["other processes keep about 1.3 of the 2 cores busy, and 2 threads wait on each other "
+                          "when one is preempted (on a busy 2-core machine 2 threads ran 4x slower than 1): "
+                          "--threads 1 may be faster"]
+    assert plan(two, busy_cores=1.3, threads=2).notes == []  # the user chose
+    assert plan(two, busy_cores=3.0, threads=1).notes == []
+    assert "--threads 5 may be faster" in plan(busy_cores=2.6).notes[0]  # 8 cores, about 3 busy
+
+
 def test_bf16_cpu_picks_bf16():
     p = plan(BF16_CPU)
     assert p.precision == "bf16" and "amx_bf16" in p.precision_reason and "avx512_bf16" in p.precision_reason
