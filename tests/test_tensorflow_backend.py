@@ -414,6 +414,32 @@ def test_dataset_yields_the_core_batches_in_order(scratch_checkpoint, tokenizer,
         np.testing.assert_array_equal(y.numpy(), b.labels)
 
 
+@pytest.mark.parametrize("grouped", [False, True])
+def test_freeze_builds_no_backward_pass_through_the_encoder(scratch_checkpoint, tokenizer, tf_backend, grouped):
+    """Under ``--strategy freeze`` the train step differentiates the head alone: its graph has no
+    gradient op for an encoder layer or the embeddings (Keras' ``trainable = False`` does not keep a
+    plain GradientTape from recording them), while ``finetune``'s has them. Both train steps: plain,
+    and grouped (gradient accumulation)."""
+    import tensorflow as tf
+
+    from tl.strategies import Strategy
+    from tl_tensorflow.model import INPUT_SIGNATURE
+
+    enc = _sentiment_data(tokenizer, n=16)
+    labels = tf.TensorSpec([None], tf.int64)
+    data = ((INPUT_SIGNATURE, labels),) * 2 if grouped else (INPUT_SIGNATURE, labels)
+    encoder_grads = {}
+    for name in ("freeze", "finetune"):
+        settings = TrainSettings(epochs=1, batch_size=8, lr=1e-3, weight_decay=0.01, warmup_ratio=0.0, seed=0,
+                                 precision="fp32", strategy=Strategy(name), grad_accum=2 if grouped else 1)
+        net = _train(tf_backend, scratch_checkpoint, tokenizer, enc, settings)[0].network
+        graph = tf.function(net.train_step).get_concrete_function(data).graph
+        encoder_grads[name] = [op.name for op in graph.get_operations() if op.name.startswith("gradient_tape/")
+                               and ("transformer_layer" in op.name or "embedding" in op.name)]
+    assert encoder_grads["finetune"]  # the check sees encoder gradients where there are some
+    assert encoder_grads["freeze"] == []
+
+
 def test_schedule_and_decay_groups_match_torch(torch_checkpoints, tokenizer, tf_backend, torch_backend):
     from tl.strategies import Strategy
     from tl_tensorflow.model import weight_map
