@@ -383,6 +383,27 @@ def test_gradient_accumulation_weights_by_labelled_tokens(ner_registry, ner_file
     assert metrics[1]["eval_loss"] == pytest.approx(metrics[2]["eval_loss"], abs=1e-5)
 
 
+def test_torchrun_two_processes_match_one_for_a_token_head(ner_files, tmp_path):
+    """NER under DDP: each rank trains on its shard with the step's labelled tokens summed over both
+    ranks, and evaluates half the sentences; the result equals one process."""
+    pytest.importorskip("torch")
+    ckpt = make_checkpoint(tmp_path / "nodrop", dropout=0.0)
+    common = ["--task", "ner", "--backend", "torch", "--model", str(ckpt), "--dataset", str(ner_files[0]),
+              "--eval-dataset", str(ner_files[1]), "--text-column", "tokens", "--label-column", "tags",
+              "--epochs", "1", "--lr", "1e-3", "--batch-size", "16", "--max-length", "32", "--precision", "fp32",
+              "--max-train-samples", "128", "-q", "--json"]
+    results = {}
+    for n in (1, 2):
+        out = subprocess.run([sys.executable, "-m", "tl", "run", *common, "--nproc", str(n), "-o", str(tmp_path / f"r{n}")],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        results[n] = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("{")][-1])
+    assert (results[1]["world_size"], results[2]["world_size"], results[2]["eval_shards"]) == (1, 2, 2)
+    assert results[2]["train_steps"] == results[1]["train_steps"]
+    assert results[2]["eval_loss"] == pytest.approx(results[1]["eval_loss"], abs=1e-4)
+    assert results[2]["eval_f1"] == pytest.approx(results[1]["eval_f1"], abs=1e-9)
+
+
 def test_token_loss_sums_over_labelled_tokens(tiny_checkpoint, backend_name):
     """The training loss of a token head: cross-entropy summed over tokens whose label is not -100
     (the loops divide by the step's ``Batch.targets``); the same function serves sequence heads."""
