@@ -128,7 +128,7 @@ def export_data(ctx: Ctx) -> None:
     for name, ex in (("train", splits.train), ("eval", splits.eval)):
         with open(data / f"{name}.jsonl", "w", encoding="utf-8") as f:
             for text, label in zip(ex.texts, ex.labels, strict=True):
-                f.write(json.dumps({"text": text, "label": label}, ensure_ascii=False) + "\n")
+                f.write(json.dumps({"text": text, "label": label}) + "\n")  # ASCII: U+2028 and the like escaped
     one_line = [" ".join(t.split()) for t in full.train.texts]
     (data / "tokenize.txt").write_text("\n".join(one_line) + "\n", encoding="utf-8")
     ctx.tokenize_texts = len(one_line)

@@ -27,7 +27,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_
 
 
 def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
     return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
