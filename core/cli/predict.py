@@ -27,23 +27,21 @@ def _pick_backend(registry, requested: str | None, model_dir: str) -> str:
     raise UsageError("no backend is installed: pip install 'tl[torch]' or 'tl[tensorflow]'")
 
 
-def _load(model_dir: str, backend_name: str | None, precision: str = "auto", threads: int | None = None):
+def _load(registry, model_dir: str, backend_name: str | None, precision: str = "auto", threads: int | None = None):
     """The saved model on its backend, computing in the precision the training plan would pick
     here (``auto``: bf16 where the hardware computes it natively, as the run's own evaluation did)."""
-    from tl.cli.common import load_registry
+    from tl.checkpoint import read_meta
     from tl.modelio import load_saved
     from tl.plan import PlanRequest, make_plan
     from tl.runner import get_backend
 
-    registry, pm = load_registry()
+    read_meta(model_dir)  # a missing or non-tl directory is a one-line error before any probing
     backend = get_backend(registry, _pick_backend(registry, backend_name, model_dir))
-    if not Path(model_dir).is_dir():
-        raise UsageError(f"model directory {model_dir} not found")
     plan = make_plan(backend.probe(), PlanRequest(precision=precision, batch_size=1, threads=threads))
     backend.configure(plan.threads)  # before the framework starts its thread pools
     model, meta = load_saved(model_dir, backend)
     model.set_precision(plan.precision)
-    return model, meta, registry, pm
+    return model, meta
 
 
 def runtime_options(command):
@@ -57,11 +55,16 @@ def runtime_options(command):
                              "fp16 on GPUs without bf16, else fp32.")(command)
 
 
+def _is_table(path: str) -> bool:
+    """A CSV/TSV/JSONL/Parquet --input (columns), not stdin or a file of one text per line."""
+    return path != "-" and Path(path).suffix.lower() not in (".txt", ".text", "")
+
+
 def _read_inputs(path: str, text_column: str, pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
-    """Texts (and with ``pair_column``, their second texts) from a .txt file, stdin or a table."""
+    """Texts (and from a table with ``pair_column``, their second texts) from a .txt file, stdin or a table."""
     from tl.data import read_table, show_names
 
-    if path == "-" or Path(path).suffix.lower() in (".txt", ".text", ""):
+    if not _is_table(path):
         if path == "-":
             lines = [ln.rstrip("\r\n") for ln in sys.stdin if ln.strip()]
         else:
@@ -105,12 +108,9 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
     from tl.cli.common import load_registry
     from tl.modelio import task_of
 
-    if not Path(model_dir).is_dir():
-        raise UsageError(f"model directory {model_dir} not found")
-    task = task_of(read_meta(model_dir), load_registry()[0])
-    tabular = input_path is not None and input_path != "-" and Path(input_path).suffix.lower() not in (
-        ".txt", ".text", "")
-    if text_pair_column and not tabular:
+    registry, _ = load_registry()
+    task = task_of(read_meta(model_dir), registry)
+    if text_pair_column and not (input_path and _is_table(input_path)):
         raise UsageError("--text-pair-column reads a column of a tabular --input file (.csv/.tsv/.jsonl/.parquet); "
                          "elsewhere give each pair as FIRST<TAB>SECOND")
     text_column = text_column or task.defaults.get("text_column") or "text"
@@ -118,7 +118,7 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
     pairs: list[str] | None = None
     inputs = list(texts)
     if input_path:
-        read, read_pairs = _read_inputs(input_path, text_column, pair_column if tabular else None)
+        read, read_pairs = _read_inputs(input_path, text_column, pair_column)
         if read_pairs is not None:
             if inputs:
                 raise UsageError("texts on the command line cannot be mixed with a --text-pair-column input file")
@@ -126,7 +126,7 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
         inputs += read
     if not inputs:
         raise UsageError("nothing to predict: pass texts as arguments or --input FILE")
-    model, meta, registry, _ = _load(model_dir, backend, precision, threads)
+    model, meta = _load(registry, model_dir, backend, precision, threads)
     max_length = int(meta.get("max_length", 128))
     if pairs is not None:
         preds = task.predict(model, inputs, max_length, batch_size, pairs=pairs)
@@ -149,9 +149,10 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @runtime_options
 def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column: str | None,
-             text_pair_column: str | None, backend: str | None, batch_size: int, max_eval_samples: int | None, output: str | None,
-             as_json: bool, precision: str, threads: int | None) -> None:
+             text_pair_column: str | None, backend: str | None, batch_size: int, max_eval_samples: int | None,
+             output: str | None, as_json: bool, precision: str, threads: int | None) -> None:
     """Score a saved model on labelled data; print and write the metrics."""
+    from tl.cli.common import load_registry
     from tl.errors import DataError
     from tl.modelio import task_of
     from tl.resolve import resolve_eval_file
@@ -159,7 +160,8 @@ def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column
     from tl.runner import require_pairs, subset
     from tl.runs import write_json_atomic
 
-    model, meta, registry, pm = _load(model_dir, backend, precision, threads)
+    registry, pm = load_registry()
+    model, meta = _load(registry, model_dir, backend, precision, threads)
     task = task_of(meta, registry)
     text_column = text_column or task.defaults.get("text_column") or "text"
     label_column = label_column or task.defaults.get("label_column") or "label"
