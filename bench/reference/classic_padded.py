@@ -14,21 +14,13 @@ first_step_unix, tokenize_runtime_s (the encoding loop), eval_accuracy, eval_los
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
+from common import arguments, eval_metrics, label_space, read_jsonl, write_metrics
 from torch.utils.data import DataLoader, TensorDataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
-
-
-def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 def encode_one_at_a_time(tokenizer, texts: list[str], max_length: int) -> tuple[torch.Tensor, ...]:
@@ -42,25 +34,13 @@ def encode_one_at_a_time(tokenizer, texts: list[str], max_length: int) -> tuple[
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--train", type=Path, required=True)
-    p.add_argument("--eval", type=Path, required=True)
-    p.add_argument("--metrics-out", type=Path, required=True)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
+    a = arguments(__doc__)
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     train_texts, train_labels = read_jsonl(a.train)
     eval_texts, eval_labels = read_jsonl(a.eval)
-    names = sorted(set(train_labels))
-    label_id = {n: i for i, n in enumerate(names)}
+    names, label_id = label_space(train_labels)
 
     tokenizer = AutoTokenizer.from_pretrained(a.model)
     t0 = time.perf_counter()
@@ -106,8 +86,6 @@ def main() -> None:
             outs.append(model(input_ids=eval_x[0][i:i + 64], attention_mask=eval_x[1][i:i + 64],
                               token_type_ids=eval_x[2][i:i + 64]).logits.float())
     logits = torch.cat(outs).double().numpy()
-    y = np.array([label_id[x] for x in eval_labels])
-    logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
     metrics = {
         "train_runtime_s": round(runtime, 3),
         "train_samples_per_second": round(len(train_texts) / runtime, 2),
@@ -116,15 +94,13 @@ def main() -> None:
         "num_eval_samples": len(eval_texts),
         "first_step_unix": first_step,
         "tokenize_runtime_s": round(tokenize_s, 3),
-        "eval_accuracy": float((logits.argmax(1) == y).mean()),
-        "eval_loss": float(-logp[np.arange(len(y)), y].mean()),
+        **eval_metrics(logits, eval_labels, label_id),
         "padded_tokens": int(train_x[0].numel()),
         "real_tokens": int(train_x[1].sum()),
         "precision": a.precision,
         "threads": torch.get_num_threads(),
     }
-    a.metrics_out.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps(metrics))
+    write_metrics(a.metrics_out, metrics)
 
 
 if __name__ == "__main__":

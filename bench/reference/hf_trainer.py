@@ -16,14 +16,11 @@ first_step_unix, eval_accuracy, eval_loss, plus the padded and real tokens the m
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
+from common import arguments, eval_metrics, label_space, read_jsonl, write_metrics
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -33,11 +30,6 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
-
-
-def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 class CountingCollator:
@@ -67,24 +59,12 @@ class FirstStep(TrainerCallback):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--train", type=Path, required=True)
-    p.add_argument("--eval", type=Path, required=True)
-    p.add_argument("--metrics-out", type=Path, required=True)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
+    a = arguments(__doc__)
     if a.threads:
         torch.set_num_threads(a.threads)
     train_texts, train_labels = read_jsonl(a.train)
     eval_texts, eval_labels = read_jsonl(a.eval)
-    names = sorted(set(train_labels))
-    label_id = {n: i for i, n in enumerate(names)}
+    names, label_id = label_space(train_labels)
 
     tokenizer = AutoTokenizer.from_pretrained(a.model)
     t0 = time.perf_counter()
@@ -114,9 +94,7 @@ def main() -> None:
         runtime = time.perf_counter() - t0
         padded, real, shapes = collator.padded, collator.real, list(collator.shapes)
         logits = trainer.predict(rows(eval_enc, eval_labels)).predictions
-    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64)
-    y = np.array([label_id[x] for x in eval_labels])
-    logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+    logits = logits[0] if isinstance(logits, tuple) else logits
     metrics = {
         "train_runtime_s": round(runtime, 3),
         "train_samples_per_second": round(len(train_texts) / runtime, 2),
@@ -126,8 +104,7 @@ def main() -> None:
         "num_eval_samples": len(eval_texts),
         "first_step_unix": first.unix,
         "tokenize_runtime_s": round(tokenize_s, 3),
-        "eval_accuracy": float((logits.argmax(1) == y).mean()),
-        "eval_loss": float(-logp[np.arange(len(y)), y].mean()),
+        **eval_metrics(logits, eval_labels, label_id),
         "padded_tokens": padded,
         "real_tokens": real,
         "batch_shapes": shapes,
@@ -136,8 +113,7 @@ def main() -> None:
         "mixed_precision": str(trainer.accelerator.mixed_precision),
         "threads": torch.get_num_threads(),
     }
-    a.metrics_out.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps(metrics))
+    write_metrics(a.metrics_out, metrics)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,10 @@ first_step_unix, eval_accuracy, eval_loss.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
-from pathlib import Path
+
+from common import arguments, eval_metrics, label_space, read_jsonl, write_metrics
 
 os.environ["KERAS_BACKEND"] = "tensorflow"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,11 +30,6 @@ import keras  # noqa: E402
 import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-
-def read_jsonl(path: Path) -> tuple[list[str], list[str]]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
-    return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
 class WarmupLinear(keras.optimizers.schedules.LearningRateSchedule):
@@ -58,18 +52,7 @@ class FirstStep(keras.callbacks.Callback):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", type=Path, required=True)
-    p.add_argument("--train", type=Path, required=True)
-    p.add_argument("--eval", type=Path, required=True)
-    p.add_argument("--metrics-out", type=Path, required=True)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
+    a = arguments(__doc__)
     if a.threads:
         tf.config.threading.set_intra_op_parallelism_threads(a.threads)
         tf.config.threading.set_inter_op_parallelism_threads(a.threads)
@@ -77,8 +60,7 @@ def main() -> None:
     keras.config.set_dtype_policy("mixed_bfloat16" if a.precision == "bf16" else "float32")
     train_texts, train_labels = read_jsonl(a.train)
     eval_texts, eval_labels = read_jsonl(a.eval)
-    names = sorted(set(train_labels))
-    label_id = {n: i for i, n in enumerate(names)}
+    names, label_id = label_space(train_labels)
     train_y = np.array([label_id[x] for x in train_labels])
 
     preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
@@ -100,9 +82,6 @@ def main() -> None:
     runtime = time.perf_counter() - t0
 
     logits = classifier.predict(tf.data.Dataset.from_tensor_slices(eval_texts).batch(64), verbose=0)
-    logits = np.asarray(logits, dtype=np.float64)
-    y = np.array([label_id[x] for x in eval_labels])
-    logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
     metrics = {
         "train_runtime_s": round(runtime, 3),
         "train_samples_per_second": round(len(train_texts) / runtime, 2),
@@ -111,16 +90,14 @@ def main() -> None:
         "num_eval_samples": len(eval_texts),
         "first_step_unix": first.unix,
         "train_loss": float(history.history["loss"][-1]),
-        "eval_accuracy": float((logits.argmax(1) == y).mean()),
-        "eval_loss": float(-logp[np.arange(len(y)), y].mean()),
+        **eval_metrics(logits, eval_labels, label_id),
         "padded_tokens": len(train_texts) * a.max_length,
         "precision": a.precision,
         "dtype_policy": classifier.backbone.dtype_policy.name,
         "jit_compile": bool(classifier.jit_compile),
         "threads": tf.config.threading.get_intra_op_parallelism_threads(),
     }
-    a.metrics_out.write_text(json.dumps(metrics, indent=2) + "\n")
-    print(json.dumps(metrics))
+    write_metrics(a.metrics_out, metrics)
 
 
 if __name__ == "__main__":
