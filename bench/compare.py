@@ -112,10 +112,10 @@ def measured(ctx: Ctx, name: str, cmd: list[str], env: dict[str, str] | None = N
 def export_data(ctx: Ctx) -> None:
     """The train/eval examples `tl run` uses (its registry, hash split and subsets), as JSON Lines for the
     reference scripts; texts for the tokenization and prediction sections."""
+    from tl.assets.resolve import resolve_model
     from tl.cli.common import load_registry
-    from tl.config import RunConfig
-    from tl.resolve import resolve_model
-    from tl.runner import load_splits
+    from tl.data.loading import load_splits
+    from tl.training.config import RunConfig
 
     registry, _ = load_registry()
     ctx.model_dir, _ = resolve_model("minilm", registry)

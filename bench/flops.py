@@ -55,10 +55,10 @@ def useful_flops(cfg: dict, lengths: Iterable[int], num_labels: int = 2) -> floa
 def tl_batches(model_dir: str | Path, texts: Sequence[str], batch_size: int, max_length: int, seed: int,
                epoch: int = 0) -> tuple[list[tuple[int, int]], list[int]]:
     """The (rows, width) of every training batch tl makes from ``texts`` -- its own tokenizer,
-    length-grouped order and dynamic padding (``tl.batching``) -- and the real length of each row."""
-    from tl.batching import train_order
-    from tl.modelio import encode
-    from tl.tokenization import Tokenizer
+    length-grouped order and dynamic padding (``tl.data.batching``) -- and the real length of each row."""
+    from tl.data.batching import train_order
+    from tl.data.tokenization import Tokenizer
+    from tl.models.inference import encode
 
     encoded = encode(Tokenizer.from_dir(model_dir), list(texts), None, max_length)
     order = train_order(encoded.lengths, batch_size, seed, epoch)

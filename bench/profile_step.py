@@ -57,14 +57,15 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    from tl.batching import train_order
+    from tl.assets.resolve import resolve_model
     from tl.cli.common import load_registry
-    from tl.config import RunConfig, TrainSettings
+    from tl.data.batching import train_order
+    from tl.data.loading import load_splits
+    from tl.data.tokenization import Tokenizer
     from tl.interfaces import HeadSpec, TrainCallbacks
-    from tl.modelio import encode, label_ids
-    from tl.resolve import resolve_model
-    from tl.runner import get_backend, load_splits
-    from tl.tokenization import Tokenizer
+    from tl.models.inference import encode, label_ids
+    from tl.plugins.registry import get_backend
+    from tl.training.config import RunConfig, TrainSettings
 
     torch.set_num_threads(a.threads)
     registry, _ = load_registry()

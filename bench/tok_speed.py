@@ -3,7 +3,7 @@
     python bench/tok_speed.py VARIANT --model DIR --texts texts.txt [--max-length 128]
 
 Variants:
-  tl           tl.tokenization.Tokenizer.encode (one batch call; what both backends use), unpadded ids
+  tl           tl.data.tokenization.Tokenizer.encode (one batch call; what both backends use), unpadded ids
   hf-loop      transformers' AutoTokenizer called one text at a time, padded to max_length (the classic recipe)
   hf-batch     transformers' AutoTokenizer, one batched call, unpadded (the Trainer script)
   kerashub     KerasHub BertTextClassifierPreprocessor (BertTokenizer on vocab.txt, padded to max_length)
@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def tl_encoder(model: Path, max_length: int) -> Callable[[list[str]], int]:
-    from tl.tokenization import Tokenizer
+    from tl.data.tokenization import Tokenizer
 
     tok = Tokenizer.from_dir(model)
 

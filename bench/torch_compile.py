@@ -26,14 +26,15 @@ MODES = ("eager", "compile", "compile-dynamic")
 def measure(mode: str, steps: int, threads: int) -> dict:
     import torch
 
-    from tl.batching import train_order
+    from tl.assets.resolve import resolve_model
     from tl.cli.common import load_registry
-    from tl.config import RunConfig
+    from tl.data.batching import train_order
+    from tl.data.loading import load_splits
+    from tl.data.tokenization import Tokenizer
     from tl.interfaces import HeadSpec
-    from tl.modelio import encode, label_ids
-    from tl.resolve import resolve_model
-    from tl.runner import get_backend, load_splits
-    from tl.tokenization import Tokenizer
+    from tl.models.inference import encode, label_ids
+    from tl.plugins.registry import get_backend
+    from tl.training.config import RunConfig
     from tl_torch.model import summed_loss, to_inputs
 
     torch.set_num_threads(threads)

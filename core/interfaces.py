@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tl.hardware import cpu_info
+from tl.training.hardware import cpu_info
 
 if TYPE_CHECKING:
-    from tl.batching import Batch, Encoded
-    from tl.checkpoints import Checkpointer, Resume
-    from tl.config import TrainSettings
-    from tl.data import Examples, Splits
-    from tl.plan import Accelerator, Probe
-    from tl.tokenization import Tokenizer
+    from tl.data.batching import Batch, Encoded
+    from tl.data.examples import Examples, Splits
+    from tl.data.tokenization import Tokenizer
+    from tl.training.config import TrainSettings
+    from tl.training.distributed import World
+    from tl.training.plan import Accelerator, Probe
+    from tl.training.resume import Checkpointer, Resume
 
 #: Head kinds: one label per input (logits [rows, labels]) ...
 HEAD_SEQUENCE_CLASSIFICATION = "sequence_classification"
@@ -68,7 +69,7 @@ class Task:
     def read(self, path: str | Path, text_column: str, label_column: str,
              text_pair_column: str | None = None) -> Examples:
         """Labelled examples from a local file (the default: a CSV/TSV/JSONL/Parquet table)."""
-        from tl.data import load_examples
+        from tl.data.examples import load_examples
 
         return load_examples(path, text_column, label_column, text_pair_column)
 
@@ -79,15 +80,15 @@ class Task:
     def encode(self, tokenizer: Tokenizer, examples: Examples, max_length: int,
                labels: tuple[str, ...] | None = None) -> Encoded:
         """Token ids (and, given the label set ``labels``, label ids) of ``examples``."""
-        from tl.modelio import encode, label_ids
+        from tl.models.inference import encode, label_ids
 
         ids = None if labels is None else label_ids(examples.labels, labels)
         return encode(tokenizer, examples.texts, examples.pairs, max_length, ids)
 
     def evaluate(self, logits: Any, encoded: Encoded, labels: tuple[str, ...]) -> dict[str, Any]:
         """``loss`` and the task's metrics, given the logits of every row of ``encoded`` in order."""
-        from tl.metrics import cross_entropy
-        from tl.modelio import per_text
+        from tl.evaluation.metrics import cross_entropy
+        from tl.models.inference import per_text
 
         logits, y = per_text(logits, encoded)  # windows of one long text: their mean
         preds = logits.argmax(axis=-1)
@@ -97,7 +98,7 @@ class Task:
     def predict(self, model: Model, texts: Sequence[str], max_length: int, batch_size: int = 64,
                 pairs: Sequence[str] | None = None) -> list[Any]:
         """Predictions for raw texts (the default: a label and its probability per text)."""
-        from tl.modelio import predict
+        from tl.models.inference import predict
 
         return predict(model, texts, max_length, pairs, batch_size)
 
@@ -134,8 +135,8 @@ class Task:
             )
 
     def metrics(self, y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-        """Metrics for integer label ids; the default is the classification report of tl.metrics."""
-        from tl.metrics import classification_metrics
+        """Metrics for integer label ids; the default is the classification report of tl.evaluation.metrics."""
+        from tl.evaluation.metrics import classification_metrics
 
         return classification_metrics(y_true, y_pred, labels)
 
@@ -188,7 +189,7 @@ class Model(ABC):
     def logits(self, batches: Iterable[Batch]) -> np.ndarray | list[np.ndarray]:
         """Forward pass in inference mode; float32 logits in the order of the batches' rows: an array
         [rows, labels] for a sequence head, a list of [tokens, labels] arrays (one per row, padding
-        removed with ``tl.batching.unpad``) for a token head."""
+        removed with ``tl.data.batching.unpad``) for a token head."""
 
     @abstractmethod
     def save_weights(self, directory: Path) -> None:
@@ -221,11 +222,28 @@ class Backend(ABC):
                 out[dist] = "missing"
         return out
 
-    def configure(self, threads: int | None, replicas: int = 1) -> None:
-        """Apply process-wide settings before any model is built: CPU threads, and (backends listing
-        ``"mirrored"`` in ``capabilities.distributed``) the ``replicas`` local devices this process
-        will drive. Default: nothing."""
+    def configure(self, threads: int | None, replicas: int = 1, device: str | None = None) -> None:
+        """Apply process-wide settings before any model is built: CPU threads, the plan's ``device``
+        kind ("cpu", "cuda", "mps", ...; None: the backend's own choice) that models are built and
+        loaded on, and (backends listing ``"mirrored"`` in ``capabilities.distributed``) the
+        ``replicas`` local devices this process will drive. Default: nothing."""
         return None
+
+    def process_group(self) -> World:
+        """This process's place in a multi-process run started by this backend's launcher, read
+        from the environment (default: the generic ``WORLD_SIZE``/``RANK``/``LOCAL_WORLD_SIZE``
+        variables that torchrun and most launchers set; one process without them)."""
+        from tl.training.distributed import World
+
+        return World.from_env()
+
+    def launch(self, nproc: int, args: list[str]) -> None:
+        """Run ``tl`` with ``args`` in ``nproc`` processes on this machine with the framework's own
+        launcher, in place of this process (``tl run --nproc``); does not return. Default: refused."""
+        from tl.errors import UsageError
+
+        raise UsageError(f"backend {self.name!r} cannot launch several processes itself; "
+                         "see README: distributed training")
 
     def max_device_batch(self, model: Model, max_length: int, upper: int) -> int | None:
         """The largest per-device batch up to ``upper`` that fits in device memory at ``max_length``
@@ -244,7 +262,7 @@ class Backend(ABC):
 
     def probe(self) -> Probe:
         """CPU facts and this backend's accelerators; probed once per backend instance."""
-        from tl.plan import Probe
+        from tl.training.plan import Probe
 
         cached = self.__dict__.get("_probe")
         if cached is None:

@@ -1,7 +1,7 @@
 import pytest
 
-from tl.config import DEFAULTS, load_recipe, resolve
 from tl.errors import UsageError
+from tl.training.config import DEFAULTS, load_recipe, resolve
 
 
 def test_precedence_cli_over_recipe_over_task_defaults(tmp_path):

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from tl.data import hash_split, load_examples
+from tl.data.examples import hash_split, load_examples
 from tl.errors import DataError
 
 
@@ -67,7 +67,7 @@ def test_missing_and_unknown_files(tmp_path):
 
 
 def test_hash_split_is_fixed_and_about_twenty_percent(tmp_path):
-    from tl.data import Examples
+    from tl.data.examples import Examples
 
     texts = [f"review {i}" for i in range(5000)]
     ex = Examples(texts, ["a"] * 5000)
@@ -79,7 +79,7 @@ def test_hash_split_is_fixed_and_about_twenty_percent(tmp_path):
 
 
 def test_hash_split_needs_enough_rows():
-    from tl.data import Examples
+    from tl.data.examples import Examples
 
     with pytest.raises(DataError, match="too few rows"):
         hash_split(Examples(["only one"], ["a"], source="one.csv"))
@@ -87,11 +87,11 @@ def test_hash_split_needs_enough_rows():
 
 def test_a_pair_task_refuses_single_texts_before_training(tmp_path):
     """``Task.requires_text_pair``: the core refuses data without a second text, naming the option."""
-    from tl.config import RunConfig
+    from tl.data.loading import load_splits
     from tl.errors import DataError
     from tl.interfaces import Task
     from tl.plugins import Registry
-    from tl.runner import load_splits
+    from tl.training.config import RunConfig
 
     class Pairs(Task):
         name = "pairs"

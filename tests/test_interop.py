@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tl.config import resolve
-from tl.modelio import dataset_logits, encode, load_saved
+from tl.models.inference import dataset_logits, encode
+from tl.models.saved import load_saved
 from tl.plugins import get_plugin_manager
-from tl.runner import get_backend, run
+from tl.plugins.registry import get_backend
+from tl.training.config import resolve
+from tl.training.pipeline import run
 
 from conftest import BACKENDS
 from tinybert import synthetic_rows
@@ -38,7 +40,7 @@ def test_train_on_one_predict_on_the_other(registry, tmp_path, tiny_checkpoint, 
 
 @pytest.mark.integration
 def test_real_minilm_interop(registry, tmp_path):
-    from tl.default_plugins.assets import load_rotten_tomatoes
+    from tl.assets.catalog import load_rotten_tomatoes
 
     options = {"backend": "tensorflow", "model": "minilm", "dataset": "rotten_tomatoes", "epochs": 1,
                "lr": 1e-4, "batch_size": 32, "max_train_samples": 320, "max_eval_samples": 64,

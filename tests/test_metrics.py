@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tl.metrics import classification_metrics, cross_entropy, softmax
+from tl.evaluation.metrics import classification_metrics, cross_entropy, softmax
 
 
 def test_classification_metrics_by_hand():

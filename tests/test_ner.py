@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from tl.batching import IGNORE_INDEX
-from tl.config import resolve
+from tl.data.batching import IGNORE_INDEX
 from tl.errors import DataError
 from tl.plugins import build_registry, get_plugin_manager
+from tl.training.config import resolve
 
 from conftest import BACKENDS
 from tinybert import FILLER, make_checkpoint
@@ -88,7 +88,7 @@ def ner_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(ner_registry, ner_files, tiny_checkpoint, tmp_path_factory):
     """One tiny NER model per backend, trained on first use and shared by the tests below."""
-    from tl.runner import run
+    from tl.training.pipeline import run
 
     cache = {}
 
@@ -176,8 +176,8 @@ def test_label_set_checks(ner_registry, tmp_path):
     assert task.label_order(["I-PER", "O", "B-LOC", "B-PER", "I-LOC"]) == ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
     with pytest.raises(DataError, match="no entity tags"):
         task.validate_labels(("O",), "x.conll")
-    from tl.data import Splits
-    from tl.runner import label_space
+    from tl.data.examples import Splits
+    from tl.data.loading import label_space
 
     train, held = read_ner(write_conll(tmp_path / "t.conll", [[("bob", "B-PER")]])), \
         read_ner(write_conll(tmp_path / "e.conll", [[("rome", "B-LOC")]]))
@@ -229,7 +229,7 @@ def test_entity_scores_hand_computed():
 # word-piece alignment and windows ----------------------------------------------------------------
 
 def test_first_word_piece_carries_the_tag(tiny_checkpoint):
-    from tl.tokenization import Tokenizer
+    from tl.data.tokenization import Tokenizer
 
     tok = Tokenizer.from_dir(tiny_checkpoint)
     enc = encode_words(tok, [["bob", "the", "smith"]], 32, [np.array([2, 0, 3])])
@@ -252,7 +252,7 @@ def test_windows_cover_every_word_once(tiny_checkpoint):
     assert windows[0] == (0, 4) and windows[-1][1] == 10
     assert all(b[0] < a[1] for a, b in zip(windows, windows[1:], strict=False))  # consecutive windows overlap
     assert plan_windows([2, 9, 1], 4) == [(0, 1), (1, 2), (2, 3)]  # an over-long word gets its own window
-    from tl.tokenization import Tokenizer
+    from tl.data.tokenization import Tokenizer
 
     tok = Tokenizer.from_dir(tiny_checkpoint)
     words = [["the"] * 12 + ["bob"] + ["the"] * 12 + ["abcdefghijklmnopqrstu"], ["bob"]]
@@ -288,8 +288,9 @@ def test_tiny_ner_model_learns(trained, backend_name):
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="needs both torch and tensorflow")
 @pytest.mark.parametrize("trained_on, other", [("torch", "tensorflow"), ("tensorflow", "torch")])
 def test_ner_model_loads_on_the_other_backend(trained, ner_registry, ner_files, trained_on, other):
-    from tl.modelio import dataset_logits, load_saved
-    from tl.runner import get_backend
+    from tl.models.inference import dataset_logits
+    from tl.models.saved import load_saved
+    from tl.plugins.registry import get_backend
 
     model_dir = trained(trained_on).run_dir / "model"
     task = ner_registry.get("task", "ner")
@@ -332,10 +333,11 @@ def test_savedmodel_export_serves_per_token_logits(trained, tmp_path):
     """A token head exports too: ``logits``/``probabilities`` are [batch, length, labels], equal to the
     model's own logits on the real tokens."""
     tf = pytest.importorskip("tensorflow")
-    from tl.batching import unpad
     from tl.cli import cli
-    from tl.modelio import encode, load_saved
-    from tl.runner import get_backend
+    from tl.data.batching import unpad
+    from tl.models.inference import encode
+    from tl.models.saved import load_saved
+    from tl.plugins.registry import get_backend
 
     model_dir = trained(BACKENDS[0]).run_dir / "model"
     out = CliRunner().invoke(cli, ["export", "--model", str(model_dir), "--format", "savedmodel",
@@ -369,7 +371,7 @@ def test_evaluate_command_scores_a_jsonl_file(trained, ner_files, tmp_path):
 def test_gradient_accumulation_weights_by_labelled_tokens(ner_registry, ner_files, tmp_path, backend_name):
     """Batch 16 in one step or 2 x 8 accumulated: each micro-batch's loss is divided by the labelled
     tokens of the whole step (micro-batches hold different numbers), so the runs agree."""
-    from tl.runner import run
+    from tl.training.pipeline import run
 
     ckpt = make_checkpoint(tmp_path / "nodrop", dropout=0.0)
     metrics = {}
@@ -437,11 +439,12 @@ def test_token_loss_sums_over_labelled_tokens(tiny_checkpoint, backend_name):
 def test_sharded_evaluation_of_token_logits(ner_registry, ner_files, tiny_checkpoint):
     """Per-row token logits gathered from 3 shards give the metrics of one process."""
     pytest.importorskip("torch")
-    from tl.distributed import World
+    from tl.data.tokenization import Tokenizer
+    from tl.evaluation.evaluate import evaluate
     from tl.interfaces import HeadSpec
-    from tl.modelio import dataset_logits
-    from tl.runner import evaluate, get_backend
-    from tl.tokenization import Tokenizer
+    from tl.models.inference import dataset_logits
+    from tl.plugins.registry import get_backend
+    from tl.training.distributed import World
 
     task = ner_registry.get("task", "ner")
     labels = ("O", "B-LOC", "B-PER", "I-PER")

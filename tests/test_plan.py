@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from tl.config import resolve
 from tl.errors import UsageError
-from tl.hardware import CpuInfo
-from tl.plan import Accelerator, PlanRequest, Probe, make_plan
 from tl.plugins import get_plugin_manager
-from tl.runner import run
+from tl.training.config import resolve
+from tl.training.hardware import CpuInfo
+from tl.training.pipeline import run
+from tl.training.plan import Accelerator, PlanRequest, Probe, make_plan
 
 from tinybert import make_checkpoint
 
@@ -108,7 +108,7 @@ def test_gradient_accumulation_keeps_the_result(registry, tmp_path, tiny_data, b
 
 
 def test_find_max_batch_halves_until_it_fits():
-    from tl.plan import find_max_batch
+    from tl.training.plan import find_max_batch
 
     tried = []
 

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from tl.assets import safe_join
+from tl.assets.wheels import safe_join
 from tl.errors import AssetError
 
 PLUGINS = {

@@ -115,8 +115,8 @@ def test_plugin_that_raises_is_isolated():
 
 
 def test_event_hooks_fire_during_a_run(tmp_path, tiny_checkpoint, tiny_data, backend_name):
-    from tl.config import resolve
-    from tl.runner import run
+    from tl.training.config import resolve
+    from tl.training.pipeline import run
 
     recorder = EventRecorder()
     pm = get_plugin_manager(autoload=True, extra_plugins=(recorder,))
@@ -136,7 +136,7 @@ def test_every_hookspec_is_tested_and_documented():
     import inspect
     from pathlib import Path
 
-    from tl import hookspecs
+    from tl.plugins import hookspecs
 
     names = [n for n in dir(hookspecs) if n.startswith("tl_")]
     here = Path(__file__).read_text()
@@ -155,7 +155,7 @@ def test_commands_hook_adds_a_command(tmp_path):
     code = r'''
 import click, sys
 from tl import hookimpl
-import tl.plugins as plugins
+import tl.plugins.manager as plugins
 
 class P:
     @hookimpl
@@ -191,7 +191,7 @@ class GhostBackend:
 
 
 def test_backend_registration_and_unavailable_backend_errors():
-    from tl.runner import get_backend
+    from tl.plugins.registry import get_backend
 
     class P:
         @hookimpl

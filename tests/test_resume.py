@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from tl.checkpoints import Checkpointer
+from tl.training.resume import Checkpointer
 
 from conftest import BACKENDS
 from tinybert import synthetic_rows, write_csv

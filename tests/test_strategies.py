@@ -10,13 +10,15 @@ import json
 import numpy as np
 import pytest
 
-from tl.checkpoint import load_state
-from tl.config import resolve
 from tl.errors import UsageError
-from tl.modelio import dataset_logits, encode, load_saved
+from tl.models.hf_checkpoint import load_state
+from tl.models.inference import dataset_logits, encode
+from tl.models.saved import load_saved
 from tl.plugins import get_plugin_manager
-from tl.runner import get_backend, run
-from tl.strategies import Strategy, depth, lr_scale, trainable_depth
+from tl.plugins.registry import get_backend
+from tl.training.config import resolve
+from tl.training.pipeline import run
+from tl.training.strategies import Strategy, depth, lr_scale, trainable_depth
 
 from conftest import BACKENDS
 from tinybert import synthetic_rows

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tl.config import resolve
 from tl.errors import DataError
 from tl.interfaces import Task
 from tl.plugins import build_registry, get_plugin_manager
+from tl.training.config import resolve
 
 from conftest import BACKENDS
 from tinybert import FILLER, NEGATIVE, NEUTRAL, POSITIVE, make_checkpoint
@@ -77,7 +77,7 @@ def write_rows(path: Path, header: list[str], rows) -> Path:
 
 def _run(registry, task_name: str, backend: str, checkpoint: Path, data: Path, output: Path, **over):
     """``tl run`` through the Python API, with the task's defaults as the CLI applies them."""
-    from tl.runner import run
+    from tl.training.pipeline import run
 
     task = registry.get("task", task_name)
     options = {**FAST, "task": task_name, "backend": backend, "model": str(checkpoint), "dataset": str(data),
@@ -129,7 +129,7 @@ def test_nli_label_order(plugin_registry):
 
 
 def test_pair_tasks_refuse_single_texts(plugin_registry, tmp_path, tiny_checkpoint, tiny_data):
-    from tl.data import Examples
+    from tl.data.examples import Examples
 
     for name in ("nli", "paraphrase"):
         task = plugin_registry.get("task", name)
@@ -138,7 +138,7 @@ def test_pair_tasks_refuse_single_texts(plugin_registry, tmp_path, tiny_checkpoi
             task.observed_labels(Examples(["a", "b"], ["0", "1"], None, source="x.csv"))
         assert list(task.observed_labels(Examples(["a", "b"], ["0", "1"], ["c", "d"]))) == ["0", "1"]
     if hasattr(Task, "observed_labels") and BACKENDS:  # tl versions whose runner asks the task for the labels
-        from tl.runner import run
+        from tl.training.pipeline import run
 
         # the Python API without the task's defaults: no pair column, refused before anything is written
         options = {**FAST, "task": "nli", "backend": BACKENDS[0], "model": str(tiny_checkpoint),
@@ -187,8 +187,9 @@ def test_classify_label_order_and_metrics(plugin_registry):
 # training on every backend -----------------------------------------------------------------------
 
 def test_nli_trains_through_the_pair_path(plugin_registry, tmp_path, wide_checkpoint, backend_name):
-    from tl.modelio import load_saved, predict
-    from tl.runner import get_backend
+    from tl.models.inference import predict
+    from tl.models.saved import load_saved
+    from tl.plugins.registry import get_backend
 
     data = write_rows(tmp_path / "nli.csv", ["premise", "hypothesis", "label"], pair_rows(480, seed=5))
     result = _run(plugin_registry, "nli", backend_name, wide_checkpoint, data, tmp_path / "run")

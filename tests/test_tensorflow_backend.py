@@ -15,11 +15,11 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("keras_hub")
 
-from tl.batching import Encoded, eval_order, iter_batches, train_order  # noqa: E402
-from tl.config import TrainSettings  # noqa: E402
+from tl.data.batching import Encoded, eval_order, iter_batches, train_order  # noqa: E402
+from tl.data.tokenization import Tokenizer  # noqa: E402
 from tl.errors import UsageError  # noqa: E402
 from tl.interfaces import HeadSpec, TrainCallbacks  # noqa: E402
-from tl.tokenization import Tokenizer  # noqa: E402
+from tl.training.config import TrainSettings  # noqa: E402
 
 WORDS = [
     "the", "a", "an", "movie", "film", "plot", "acting", "story", "music", "scene", "cast", "was", "is",
@@ -187,7 +187,7 @@ def test_logits_match_torch(which, torch_checkpoints, tokenizer, tf_backend, tor
 
 
 def test_encoder_weights_are_loaded_exactly(torch_checkpoints, tokenizer, tf_backend):
-    from tl.checkpoint import load_state
+    from tl.models.hf_checkpoint import load_state
 
     checkpoint = torch_checkpoints[1]
     tf_model = tf_backend.build_model(checkpoint, HEAD, tokenizer, init="pretrained", seed=0, info={})
@@ -422,7 +422,7 @@ def test_freeze_builds_no_backward_pass_through_the_encoder(scratch_checkpoint, 
     and grouped (gradient accumulation)."""
     import tensorflow as tf
 
-    from tl.strategies import Strategy
+    from tl.training.strategies import Strategy
     from tl_tensorflow.model import INPUT_SIGNATURE
 
     enc = _sentiment_data(tokenizer, n=16)
@@ -441,7 +441,7 @@ def test_freeze_builds_no_backward_pass_through_the_encoder(scratch_checkpoint, 
 
 
 def test_schedule_and_decay_groups_match_torch(torch_checkpoints, tokenizer, tf_backend, torch_backend):
-    from tl.strategies import Strategy
+    from tl.training.strategies import Strategy
     from tl_tensorflow.model import weight_map
     from tl_tensorflow.train import LinearSchedule
     from tl_torch.strategies import optimizer_groups

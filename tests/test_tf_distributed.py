@@ -129,16 +129,16 @@ def test_two_tensorflow_workers_match_one_process(tmp_path, tiny_data):
 def test_tensorflow_fp16_loss_scaling_trains_like_fp32(tmp_path, tiny_data, registry, monkeypatch):
     """The train step scales the loss for the LossScaleOptimizer (which unscales the gradients): fp16
     with loss scaling learns what fp32 learns. CPUs get fp16 only when the plan is forced to it."""
-    import tl.plan
-    from tl.config import resolve
+    import tl.training.plan
     from tl.plugins import get_plugin_manager
-    from tl.runner import run
+    from tl.training.config import resolve
+    from tl.training.pipeline import run
 
     ckpt = make_checkpoint(tmp_path / "ckpt", dropout=0.0)
     metrics = {}
     for precision in ("fp32", "fp16"):
         if precision == "fp16":
-            monkeypatch.setattr(tl.plan, "resolve_precision", lambda *a, **k: ("fp16", "forced by a test", True))
+            monkeypatch.setattr(tl.training.plan, "resolve_precision", lambda *a, **k: ("fp16", "forced by a test", True))
         options = {"backend": "tensorflow", "model": str(ckpt), "dataset": str(tiny_data), "epochs": 2,
                    "batch_size": 16, "lr": 5e-3, "max_length": 32, "precision": precision,
                    "output": str(tmp_path / precision)}

@@ -31,13 +31,13 @@ SCRIPT = textwrap.dedent('''
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-    from tl.batching import accumulation_split, iter_batches, train_order
-    from tl.config import TrainSettings
-    from tl.data import load_examples
+    from tl.data.batching import accumulation_split, iter_batches, train_order
+    from tl.training.config import TrainSettings
+    from tl.data.examples import load_examples
     from tl.interfaces import HeadSpec, TrainCallbacks
-    from tl.metrics import cross_entropy
-    from tl.modelio import dataset_logits, encode
-    from tl.tokenization import Tokenizer
+    from tl.evaluation.metrics import cross_entropy
+    from tl.models.inference import dataset_logits, encode
+    from tl.data.tokenization import Tokenizer
     from tl_tensorflow import distributed
     from tl_tensorflow.backend import TensorflowBackend
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tl.tokenization import Tokenizer
+from tl.data.tokenization import Tokenizer
 
 EDGE_TEXTS = [
     "A gripping, beautifully acted film!",

@@ -7,9 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from tl.config import resolve
-from tl.modelio import load_saved, predict
-from tl.runner import get_backend, run
+from tl.models.inference import predict
+from tl.models.saved import load_saved
+from tl.plugins.registry import get_backend
+from tl.training.config import resolve
+from tl.training.pipeline import run
 
 from tinybert import synthetic_rows, write_csv
 

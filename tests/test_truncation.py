@@ -6,12 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tl.config import resolve
+from tl.data.truncation import apply, cut, pool
 from tl.errors import UsageError
-from tl.modelio import load_saved, predict
+from tl.models.inference import predict
+from tl.models.saved import load_saved
 from tl.plugins import get_plugin_manager
-from tl.runner import get_backend, run
-from tl.truncation import apply, cut, pool
+from tl.plugins.registry import get_backend
+from tl.training.config import resolve
+from tl.training.pipeline import run
 
 from tinybert import make_checkpoint, synthetic_rows, write_csv
 

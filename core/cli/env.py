@@ -18,10 +18,10 @@ import click
 def env(as_json: bool, no_frameworks: bool, batch_size: int) -> None:
     """Show platform, versions, the hardware probe and each installed backend's training plan."""
     from tl import __version__
-    from tl.assets import tl_home
+    from tl.assets.wheels import tl_home
     from tl.cli.common import load_registry
     from tl.errors import TLError
-    from tl.plan import PlanRequest, Probe, cpu_probe, make_plan
+    from tl.training.plan import PlanRequest, Probe, cpu_probe, make_plan
 
     registry, _ = load_registry()
     backends = {}

@@ -16,8 +16,8 @@ from tl.errors import UsageError
 def export(model_dir: str, fmt: str, output: str | None) -> None:
     """Export a saved model (trained on any backend) for serving."""
     from tl.cli.common import load_registry
-    from tl.modelio import load_saved
-    from tl.runner import get_backend
+    from tl.models.saved import load_saved
+    from tl.plugins.registry import get_backend
 
     registry, _ = load_registry()
     able = [n for n in registry.names("backend") if fmt in registry.items["backend"][n].capabilities.exports]

@@ -275,7 +275,7 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def tiny_bert(directory: Path, words: list[str], hidden: int = 32, layers: int = 1, seed: int = 0) -> Path:
     """config.json, vocab.txt and random model.safetensors of a BERT with ``layers`` layers."""
-    from tl.checkpoint import save_state
+    from tl.models.hf_checkpoint import save_state
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = SPECIALS + sorted(set(words))
@@ -373,8 +373,8 @@ FILLER = ["please", "fix", "the", "bug", "in", "this", "ticket", "it", "is", "a"
 
 def test_trains_a_tiny_model(tmp_path):
     """A real (tiny) run on the first installed backend: the labels keep the task's order."""
-    from tl.config import resolve
-    from tl.runner import run
+    from tl.training.config import resolve
+    from tl.training.pipeline import run
 
     registry = build_registry(get_plugin_manager())
     backends = [b for b in registry.names("backend") if registry.get("backend", b).is_available()]

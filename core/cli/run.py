@@ -9,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from tl.config import INITS, PRECISIONS, load_recipe, resolve
+from tl.data.truncation import TRUNCATIONS
 from tl.errors import UsageError
-from tl.strategies import STRATEGIES
-from tl.truncation import TRUNCATIONS
+from tl.training.config import INITS, PRECISIONS, load_recipe, resolve
+from tl.training.strategies import STRATEGIES
 
 
 class BatchSize(click.ParamType):
@@ -94,16 +94,12 @@ def run(recipe: str | None, nproc: int | None, resume_dir: str | None, overwrite
     options given here override it, and the task's defaults fill in the rest.
     """
     from tl.cli.common import load_registry
-    from tl.runner import run as execute
-
-    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
-        backend_name = options.get("backend") or (load_recipe(recipe).get("backend") if recipe else None)
-        if backend_name and backend_name != "torch":
-            raise UsageError(f"--nproc launches torchrun, for the torch backend; to train {backend_name} on "
-                             "several workers, start one `tl run` per worker with TF_CONFIG (README: distributed training)")
-        _launch(nproc)
+    from tl.training.pipeline import run as execute
 
     registry, pm = load_registry()
+    if nproc and nproc > 1 and "WORLD_SIZE" not in os.environ:
+        name = options.get("backend") or (load_recipe(recipe).get("backend") if recipe else None) or "torch"
+        registry.get("backend", name).launch(nproc, _without_nproc(sys.argv[1:]))
     if resume_dir:
         config = _resumed_config(resume_dir, recipe, options)
         result = execute(config, registry, pm, quiet=quiet, resume_dir=Path(resume_dir))
@@ -121,9 +117,7 @@ def run(recipe: str | None, nproc: int | None, resume_dir: str | None, overwrite
 
 
 def _report(result, as_json: bool) -> None:
-    from tl.distributed import world_from_env
-
-    if not world_from_env().is_main:
+    if not result.is_main:
         return
     m = result.metrics
     if as_json:
@@ -136,7 +130,7 @@ def _report(result, as_json: bool) -> None:
 
 
 def _resumed_config(resume_dir: str, recipe: str | None, options: dict):
-    from tl.config import RunConfig, validate
+    from tl.training.config import RunConfig, validate
 
     given = sorted(k.replace("_", "-") for k, v in options.items() if v is not None)
     if recipe or given:
@@ -154,27 +148,14 @@ def _resumed_config(resume_dir: str, recipe: str | None, options: dict):
     return config
 
 
-def _launch(nproc: int) -> None:
-    """Re-run this command under torchrun with ``nproc`` processes (rank 0 writes the run)."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        raise UsageError("--nproc needs torch (it launches torchrun): pip install 'tl[torch]'")
-    args = list(sys.argv[1:])
+def _without_nproc(args: list[str]) -> list[str]:
+    """``args`` less ``--nproc N`` / ``--nproc=N`` (the launched processes are the group)."""
     cleaned, skip = [], False
     for a in args:
         if skip:
             skip = False
-            continue
-        if a == "--nproc":
+        elif a == "--nproc":
             skip = True
-            continue
-        if a.startswith("--nproc="):
-            continue
-        cleaned.append(a)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "tl", *cleaned]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # torchrun takes this process's place: a signal to `tl run` reaches torchrun, which stops its workers
-    os.execv(sys.executable, command)
+        elif not a.startswith("--nproc="):
+            cleaned.append(a)
+    return cleaned

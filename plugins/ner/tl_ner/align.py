@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tl.batching import IGNORE_INDEX, Encoded
-from tl.tokenization import Tokenizer
+from tl.data.batching import IGNORE_INDEX, Encoded
+from tl.data.tokenization import Tokenizer
 
 
 def first_pieces(word_ids: np.ndarray) -> np.ndarray:

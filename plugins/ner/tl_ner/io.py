@@ -18,7 +18,7 @@ import lzma
 from collections.abc import Iterator
 from pathlib import Path
 
-from tl.data import Examples
+from tl.data.examples import Examples
 from tl.errors import DataError
 from tl_ner.chunks import is_entity_tag
 

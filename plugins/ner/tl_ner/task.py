@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from tl.batching import Encoded
-from tl.data import Examples
+from tl.data.batching import Encoded
+from tl.data.examples import Examples
+from tl.data.tokenization import Tokenizer
 from tl.errors import DataError
 from tl.interfaces import HEAD_TOKEN_CLASSIFICATION, Model, Task
-from tl.tokenization import Tokenizer
 from tl_ner.align import encode_words
 from tl_ner.chunks import PREFIXES, entity_scores, get_entities, is_entity_tag, split_tag
 from tl_ner.io import read_ner
@@ -150,7 +150,7 @@ class NERTask(Task):
                 pairs: Sequence[str] | None = None) -> list[Tagged]:
         """Entity spans per text. Words are found by the model's tokenizer (for BERT: split at
         whitespace and punctuation); long texts are windowed, so every word gets a tag."""
-        from tl.modelio import dataset_logits
+        from tl.models.inference import dataset_logits
 
         tokenizer = model.tokenizer
         spans = [tokenizer.word_spans(t) for t in texts]

@@ -51,7 +51,7 @@ class PairTask(Task):
         """Predictions for pairs; without ``pairs`` each text is ``first<TAB>second`` (as ``tl predict``
         passes them), and the predictions show the text as given."""
         from tl.errors import UsageError
-        from tl.modelio import predict
+        from tl.models.inference import predict
 
         if pairs is not None:
             return predict(model, texts, max_length=max_length, pairs=pairs, batch_size=batch_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tl.data import Examples, Splits, hash_split, load_examples
+from tl.data.examples import Examples, Splits, hash_split, load_examples
 from tl.errors import UsageError
 from tl.plugins import Registry
 
@@ -41,7 +41,7 @@ def resolve_model(name: str, registry: Registry) -> tuple[Path, str]:
         return Path(spec.resolve()), f"alias:{name}"
     hub = _hub_id(name)
     if hub and not _looks_like_path(name):
-        from tl.hub import snapshot
+        from tl.assets.hub import snapshot
 
         return snapshot(hub), f"hub:{hub}"
     if _looks_like_path(name):
@@ -63,7 +63,7 @@ def resolve_dataset(name: str, registry: Registry, text_column: str, label_colum
         return registry.get("dataset", name).load()
     hub = _hub_id(name)
     if hub:
-        from tl.hub import load_dataset_splits
+        from tl.assets.hub import load_dataset_splits
 
         return load_dataset_splits(hub, text_column, label_column, text_pair_column)
     known = ", ".join(registry.names("dataset")) or "none"

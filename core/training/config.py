@@ -8,9 +8,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tl.data.truncation import TRUNCATIONS
 from tl.errors import UsageError
-from tl.strategies import STRATEGIES, Strategy
-from tl.truncation import TRUNCATIONS
+from tl.training.strategies import STRATEGIES, Strategy
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,13 +52,13 @@ class RunConfig:
     threads: int | None = None
     save_every: int | None = None
     keep_checkpoints: int | None = None
-    #: transfer strategy (tl.strategies): finetune | freeze | gradual-unfreeze | lora
+    #: transfer strategy (tl.training.strategies): finetune | freeze | gradual-unfreeze | lora
     strategy: str | None = None
     layer_lr_decay: float | None = None
     lora_rank: int | None = None
     lora_alpha: float | None = None
     merge_adapters: bool | None = None
-    #: texts longer than max_length (tl.truncation): head | tail | head+tail | chunks
+    #: texts longer than max_length (tl.data.truncation): head | tail | head+tail | chunks
     truncation: str | None = None
     output: str | None = None
 
@@ -83,7 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "layer_lr_decay": 1.0,
     "lora_rank": 8,
     "lora_alpha": 16.0,
-    # Texts longer than max_length keep their start and their end (tl.truncation; measured in README)
+    # Texts longer than max_length keep their start and their end (tl.data.truncation; measured in README)
     "truncation": "head+tail",
 }
 

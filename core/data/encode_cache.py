@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from tl.batching import Encoded
+from tl.data.batching import Encoded
 
 FORMAT = 1
 
 
 def cache_dir() -> Path:
-    from tl.assets import tl_home
+    from tl.assets.wheels import tl_home
 
     return tl_home() / "cache" / "encoded"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tl.checkpoint import CONFIG_NAME, load_state, save_state, write_json
 from tl.errors import UsageError
-from tl.strategies import LORA_TARGETS, Strategy, strip_prefix
+from tl.models.hf_checkpoint import CONFIG_NAME, load_state, save_state, write_json
+from tl.training.strategies import LORA_TARGETS, Strategy, strip_prefix
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

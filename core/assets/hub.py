@@ -7,7 +7,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from tl.data import Examples, Splits
+from tl.data.examples import Examples, Splits
 from tl.errors import AssetError, UsageError
 
 CHECKPOINT_PATTERNS = [

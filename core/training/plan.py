@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tl.errors import UsageError
-from tl.hardware import BF16_FLAGS, CpuInfo, cpu_info
+from tl.training.hardware import BF16_FLAGS, CpuInfo, cpu_info
 
 
 @dataclass(frozen=True)

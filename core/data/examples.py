@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tl.errors import DataError
 
 #: Share of a single dataset held out for evaluation. The split is a hash of the text, so it is
@@ -234,3 +236,15 @@ def hash_split(examples: Examples, fraction: float = EVAL_FRACTION) -> Splits:
     return Splits(
         examples.take(train_idx), examples.take(eval_idx), split=f"sha256(text) held-out {fraction:.0%}"
     )
+
+
+#: Subsets taken with --max-*-samples are a fixed random sample (not the first rows, which may be
+#: sorted by label), and they do not move with --seed.
+SUBSET_SEED = 1234
+
+
+def subset(examples: Examples, n: int | None) -> Examples:
+    if n is None or n >= len(examples):
+        return examples
+    rng = np.random.default_rng(SUBSET_SEED)
+    return examples.take(np.sort(rng.permutation(len(examples))[:n]).tolist())

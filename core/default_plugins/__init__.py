@@ -1,1 +1,0 @@
-"""Default features of tl, written as ordinary plugins."""

