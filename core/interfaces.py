@@ -69,7 +69,7 @@ class Task:
     def read(self, path: str | Path, text_column: str, label_column: str,
              text_pair_column: str | None = None) -> Examples:
         """Labelled examples from a local file (the default: a CSV/TSV/JSONL/Parquet table)."""
-        from tl.data.examples import load_examples
+        from tl.data.tables import load_examples
 
         return load_examples(path, text_column, label_column, text_pair_column)
 

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from tl.data.examples import hash_split, load_examples
+from tl.data.examples import hash_split
+from tl.data.tables import load_examples
 from tl.errors import DataError
 
 

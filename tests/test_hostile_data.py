@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tl.data.examples import load_examples
+from tl.data.tables import load_examples
 from tl.errors import DataError, TLError
 
 

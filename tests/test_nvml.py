@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ctypes
 
-from tl import nvml
+from tl.training import nvml
 
 GPUS = [("NVIDIA A100-SXM4-80GB", "GPU-1111aaaa", 80 * 2**30, (8, 0)),
         ("Tesla T4", "GPU-2222bbbb", 15 * 2**30, (7, 5))]

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tl.data.examples import Examples, Splits, hash_split, load_examples
+from tl.data.examples import Examples, Splits, hash_split
+from tl.data.tables import load_examples
 from tl.errors import UsageError
 from tl.plugins import Registry
 

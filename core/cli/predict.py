@@ -62,7 +62,7 @@ def _is_table(path: str) -> bool:
 
 def _read_inputs(path: str, text_column: str, pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
     """Texts (and from a table with ``pair_column``, their second texts) from a .txt file, stdin or a table."""
-    from tl.data.examples import read_table, show_names
+    from tl.data.tables import read_table, show_names
 
     if not _is_table(path):
         if path == "-":

@@ -6,6 +6,7 @@ The names below are the stable import path for plugins (``from tl.data import Ex
 
 from __future__ import annotations
 
-from tl.data.examples import Examples, Splits, hash_split, load_examples, read_table
+from tl.data.examples import Examples, Splits, hash_split
+from tl.data.tables import load_examples, read_table
 
 __all__ = ["Examples", "Splits", "hash_split", "load_examples", "read_table"]
