@@ -1,6 +1,6 @@
 """Third-party plugins discovered through real entry points (a dist-info on PYTHONPATH): one that
-raises on import, one that registers a duplicate name, one with a misspelt hook. Each is reported by
-name; everything else keeps working."""
+raises on import, two that register the same name, one with a misspelt hook, one that overrides a
+built-in model alias. Each is reported by name; everything else keeps working."""
 
 from __future__ import annotations
 
@@ -24,6 +24,22 @@ PLUGINS = {
         @hookimpl
         def tl_register_tasks(register):
             register(SentimentTask())
+    '''),
+    "clash_plugin": textwrap.dedent('''
+        from tl import hookimpl
+        from tl_sentiment.task import SentimentTask
+
+        @hookimpl
+        def tl_register_tasks(register):
+            register(SentimentTask())
+    '''),
+    "override_plugin": textwrap.dedent('''
+        from tl import hookimpl
+        from tl.interfaces import ModelSpec
+
+        @hookimpl
+        def tl_register_models(register):
+            register(ModelSpec("minilm", "my own MiniLM", lambda: "/nowhere", source="mine"))
     '''),
     "typo_plugin": textwrap.dedent('''
         from tl import hookimpl
@@ -59,16 +75,28 @@ def test_broken_plugins_are_reported_by_name(site):
     assert failures["boom_plugin"]["distribution"] == "boom_plugin 0.1"
     assert "tl_register_taks" in failures["typo_plugin"]["error"]
     dupes = [f for f in failures.values() if "registered twice" in f["error"]]
-    assert dupes and "dupe_plugin 0.1" in dupes[0]["error"] and "tl 0.1.0" in dupes[0]["error"]
-    listing = {(r["kind"], r["name"]) for r in json.loads(out.stdout)["plugins"]}
-    assert ("backend", "torch") in listing and ("model", "minilm") in listing
+    assert len(dupes) == 1 and "dupe_plugin 0.1" in dupes[0]["error"] and "clash_plugin 0.1" in dupes[0]["error"]
+    listing = {(r["kind"], r["name"]): r for r in json.loads(out.stdout)["plugins"]}
+    assert ("backend", "torch") in listing and ("task", "sentiment") in listing
+    # a third-party plugin overriding a built-in name: it wins, with one warning naming both
+    assert listing[("model", "minilm")]["provider"] == "override_plugin 0.1"
+    assert listing[("model", "minilm")]["description"] == "my own MiniLM"
+    assert json.loads(out.stdout)["warnings"] == [
+        "model 'minilm' from override_plugin 0.1 overrides the built-in one (tl 0.1.0)"]
+    assert "overrides" not in out.stderr
+    text = tl(site, "plugins")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.count("model 'minilm' from override_plugin 0.1 overrides the built-in one (tl 0.1.0)") == 1
 
 
 def test_commands_that_need_a_clashing_name_say_so(site, tiny_checkpoint, tiny_data):
     out = tl(site, "run", "--task", "sentiment", "--model", str(tiny_checkpoint), "--dataset", str(tiny_data))
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "task 'sentiment' is registered twice: by " in out.stderr
-    assert "dupe_plugin 0.1" in out.stderr and "tl 0.1.0" in out.stderr and "uninstall one" in out.stderr
+    assert "dupe_plugin 0.1" in out.stderr and "clash_plugin 0.1" in out.stderr and "uninstall one" in out.stderr
+    # the override of a built-in is a warning, once per command, on stderr
+    warning = "Warning: model 'minilm' from override_plugin 0.1 overrides the built-in one (tl 0.1.0)"
+    assert out.stderr.count(warning) == 1, out.stderr
     assert tl(site, "--help").returncode == 0
 
 

@@ -83,6 +83,9 @@ def test_names_and_rendered_files():
         if rel.endswith(".py"):
             compile(text, rel, "exec")
     assert 'name = "news_topics"' in files["tl_news_topics/task.py"]
+    # the tiny checkpoint writer comes from tl, not from a copy in the skeleton
+    assert "from tl.testing import tiny_bert" in files["tests/test_plugin.py"]
+    assert not any("def tiny_bert" in text for text in files.values())
 
 
 def _venv_with_tl(root: Path) -> Path:
@@ -107,7 +110,7 @@ def test_skeleton_installs_in_a_fresh_venv_and_passes_its_own_tests(tmp_path):
     assert "pip install -e tl-ticket-urgency" in out.stdout
     assert {str(p.relative_to(skeleton)) for p in skeleton.rglob("*") if p.is_file()} == {
         "pyproject.toml", "README.md", "tl_ticket_urgency/__init__.py", "tl_ticket_urgency/plugin.py",
-        "tl_ticket_urgency/task.py", "tests/conftest.py", "tests/tiny_checkpoint.py", "tests/test_plugin.py"}
+        "tl_ticket_urgency/task.py", "tests/conftest.py", "tests/test_plugin.py"}
 
     python = _venv_with_tl(tmp_path / "venv")
     env = {k: v for k, v in os.environ.items() if k != "TL_DISABLE_PLUGIN_AUTOLOAD"}

@@ -155,7 +155,7 @@ def test_commands_hook_adds_a_command(tmp_path):
     code = r'''
 import click, sys
 from tl import hookimpl
-import tl.plugins.manager as plugins
+import tl.plugins as plugins
 
 class P:
     @hookimpl
@@ -203,3 +203,187 @@ def test_backend_registration_and_unavailable_backend_errors():
     assert reg.get("backend", "ghost").missing_modules() == ["ghost_framework_not_installed"]
     with pytest.raises(UsageError, match="needs ghost_framework_not_installed, which is not installed: pip install ghost"):
         get_backend(reg, "ghost")
+
+
+class MyMiniLM:
+    """A plugin overriding two built-in names: the model alias ``minilm`` and the task ``sentiment``."""
+
+    @hookimpl
+    def tl_register_models(self, register):
+        register(ModelSpec("minilm", "my own minilm", resolve=lambda: None))
+
+    @hookimpl
+    def tl_register_tasks(self, register):
+        task = EchoTask()
+        task.name = "sentiment"
+        register(task)
+
+
+def test_a_plugin_overrides_built_in_names_with_one_warning_each():
+    pm = get_plugin_manager(autoload=True, extra_plugins=(MyMiniLM(),))
+    reg = build_registry(pm)
+    assert reg.get("model", "minilm").description == "my own minilm"
+    assert isinstance(reg.get("task", "sentiment"), EchoTask)
+    assert reg.providers[("model", "minilm")] == reg.providers[("task", "sentiment")] == "MyMiniLM"
+    assert sorted(reg.warnings) == [
+        "model 'minilm' from MyMiniLM overrides the built-in one (tl 0.1.0)",
+        "task 'sentiment' from MyMiniLM overrides the built-in one (tl 0.1.0)",
+    ]
+    assert not reg.conflicts and not [f for f in reg.failures if "MyMiniLM" in f.distribution]
+    # the rest of the built-ins are untouched
+    assert reg.providers[("model", "bert-base-uncased")] == "tl 0.1.0"
+
+
+def test_override_does_not_depend_on_call_order():
+    """The plugin's registration may come after the built-in's (a trylast backend: the torch plugin's
+    hook is an ordinary one) or before it (a trylast dataset registered after the built-in assets plugin
+    is called first): the plugin wins either way."""
+
+    class Early:
+        @hookimpl(tryfirst=True)
+        def tl_register_backends(self, register):
+            register(GhostBackend())
+
+    class Late:
+        @hookimpl(trylast=True)
+        def tl_register_datasets(self, register):
+            register(DatasetSpec("imdb", "my imdb", load=lambda: None))
+
+    class Torchy(GhostBackend):
+        name = "torch"
+
+    class LateBackend:
+        @hookimpl(trylast=True)
+        def tl_register_backends(self, register):
+            register(Torchy())
+
+    reg = build_registry(get_plugin_manager(autoload=True, extra_plugins=(Early(), Late(), LateBackend())))
+    assert reg.get("dataset", "imdb").description == "my imdb"
+    assert isinstance(reg.get("backend", "torch"), Torchy) and reg.providers[("backend", "torch")] == "LateBackend"
+    assert "backend 'torch' from LateBackend overrides the built-in one (tl 0.1.0)" in reg.warnings
+    assert "dataset 'imdb' from Late overrides the built-in one (tl 0.1.0)" in reg.warnings
+    assert "ghost" in reg.names("backend")
+
+
+def test_two_third_party_plugins_with_one_built_in_name_conflict():
+    class A(MyMiniLM):
+        pass
+
+    class B(MyMiniLM):
+        pass
+
+    reg = build_registry(get_plugin_manager(autoload=True, extra_plugins=(A(), B())))
+    with pytest.raises(PluginError, match=r"model 'minilm' is registered twice: by (A and by B|B and by A); uninstall"):
+        reg.get("model", "minilm")
+    assert any("registered twice" in f.error and "minilm" in f.error for f in reg.failures)
+
+
+def test_built_ins_do_not_warn_on_their_own():
+    reg = build_registry(get_plugin_manager(autoload=True))
+    assert reg.warnings == [] and not reg.conflicts
+
+
+def test_call_order_is_pluggys_tryfirst_trylast():
+    calls = []
+
+    class First:
+        @hookimpl(tryfirst=True)
+        def tl_register_tasks(self, register):
+            calls.append("first")
+
+    class Plain:
+        @hookimpl
+        def tl_register_tasks(self, register):
+            calls.append("plain")
+
+    class Last:
+        @hookimpl(trylast=True)
+        def tl_register_tasks(self):
+            calls.append("last")
+
+    # registered in the opposite order of the calls pluggy makes
+    build_registry(get_plugin_manager(autoload=False, extra_plugins=(Last(), First(), Plain())))
+    assert calls == ["first", "plain", "last"]
+
+
+def test_hook_wrappers_run_and_what_they_register_is_theirs():
+    seen = []
+
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def tl_register_tasks(self, register):
+            seen.append("before")
+            result = yield
+            seen.append("after")
+            register(EchoTask())  # after every other implementation
+            return result
+
+    class OldStyle:
+        @hookimpl(hookwrapper=True)
+        def tl_register_models(self, register):
+            seen.append("old before")
+            outcome = yield
+            outcome.get_result()
+            seen.append("old after")
+
+    class Inner:
+        @hookimpl
+        def tl_register_tasks(self, register):
+            seen.append("inner")
+
+    pm = get_plugin_manager(autoload=False, extra_plugins=(Wrapper(), OldStyle(), Inner()))
+    reg = build_registry(pm)
+    assert seen == ["before", "inner", "after", "old before", "old after"]
+    assert reg.names("task") == ["echo"] and reg.providers[("task", "echo")] == "Wrapper"
+    assert reg.failures == []
+
+
+def test_a_raising_wrapper_is_isolated_too():
+    class BadWrapper:
+        @hookimpl(wrapper=True)
+        def tl_register_tasks(self):
+            raise RuntimeError("wrapper kaput")
+            yield  # pragma: no cover
+
+    class BadTeardown:
+        @hookimpl(wrapper=True)
+        def tl_register_tasks(self):
+            yield
+            raise ValueError("teardown kaput")
+
+    class Ok:
+        @hookimpl
+        def tl_register_tasks(self, register):
+            register(EchoTask())
+
+    reg = build_registry(get_plugin_manager(autoload=False, extra_plugins=(BadWrapper(), BadTeardown(), Ok())))
+    assert reg.names("task") == ["echo"] and reg.providers[("task", "echo")] == "Ok"
+    assert sorted((f.distribution, f.error) for f in reg.failures) == [
+        ("BadTeardown", "ValueError: teardown kaput"), ("BadWrapper", "RuntimeError: wrapper kaput")]
+
+
+def test_hooks_called_outside_build_registry_behave_as_plain_pluggy():
+    class P:
+        @hookimpl
+        def tl_register_tasks(self, register):
+            register(EchoTask())
+
+    pm = get_plugin_manager(autoload=False, extra_plugins=(P(),))
+    build_registry(pm)  # guards the implementation
+    got = []
+    pm.hook.tl_register_tasks(register=got.append)
+    assert [t.name for t in got] == ["echo"]
+
+
+def test_cli_prints_each_override_warning_once_per_command(monkeypatch, capsys):
+    import tl.cli.common as common
+
+    monkeypatch.setattr(common, "_warned", set())
+    monkeypatch.setattr(common, "get_plugin_manager", lambda: get_plugin_manager(autoload=True, extra_plugins=(MyMiniLM(),)))
+    common.load_registry()
+    common.load_registry()  # e.g. `tl pull a b` loads it per name
+    err = capsys.readouterr().err
+    assert err.count("Warning: model 'minilm' from MyMiniLM overrides the built-in one (tl 0.1.0)\n") == 1
+    assert err.count("Warning: ") == 2  # the sentiment task's, once too
+    common.load_registry(warn=False)
+    assert capsys.readouterr().err == ""

@@ -6,11 +6,17 @@ import click
 
 from tl.plugins import Registry, build_registry, get_plugin_manager
 
+_warned: set[str] = set()
 
-def load_registry() -> tuple[Registry, object]:
+
+def load_registry(*, warn: bool = True) -> tuple[Registry, object]:
+    """The plugin manager's registry. Its warnings (a plugin overriding a built-in name) go to stderr,
+    each once per command; ``tl plugins`` lists them itself (``warn=False``)."""
     pm = get_plugin_manager()
-    return build_registry(pm), pm
-
-
-def echo_err(message: str) -> None:
-    click.echo(message, err=True)
+    registry = build_registry(pm)
+    if warn:
+        for message in registry.warnings:
+            if message not in _warned:
+                _warned.add(message)
+                click.echo(f"Warning: {message}", err=True)
+    return registry, pm

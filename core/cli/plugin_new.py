@@ -131,7 +131,6 @@ def render(names: dict[str, str]) -> dict[str, str]:
         f"{package}/plugin.py": Template(PLUGIN).substitute(values),
         f"{package}/task.py": Template(TASK).substitute(values),
         "tests/conftest.py": CONFTEST,
-        "tests/tiny_checkpoint.py": TINY,
         "tests/test_plugin.py": Template(TEST).substitute(values),
     }
 
@@ -182,7 +181,8 @@ python -m pytest            # the tests in tests/
 - `$package/plugin.py`: the hook implementations (`tl_register_tasks`; add `tl_register_datasets`
   or `tl_register_models` to ship data or checkpoint aliases). Hooks take only the arguments they use.
 - `tests/test_plugin.py`: registration, discovery through the installed entry point, label order,
-  metrics, and a tiny training run on a random 1-layer BERT (skipped without a tl backend).
+  metrics, and a tiny training run on a random 1-layer BERT written by `tl.testing.tiny_bert`
+  (skipped without a tl backend).
 
 tl's plugin guide (docs/plugins.md in tl) lists every hook and when tl calls it.
 '''
@@ -260,58 +260,6 @@ def tl_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TL_HOME", str(tmp_path / "tl_home"))
 '''
 
-TINY = '''\
-"""A tiny random BERT checkpoint (Hugging Face format, numpy only) for fast training tests."""
-
-from __future__ import annotations
-
-import json
-from pathlib import Path
-
-import numpy as np
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def tiny_bert(directory: Path, words: list[str], hidden: int = 32, layers: int = 1, seed: int = 0) -> Path:
-    """config.json, vocab.txt and random model.safetensors of a BERT with ``layers`` layers."""
-    from tl.models.hf_checkpoint import save_state
-
-    directory.mkdir(parents=True, exist_ok=True)
-    vocab = SPECIALS + sorted(set(words))
-    (directory / "vocab.txt").write_text("\\n".join(vocab) + "\\n", encoding="utf-8")
-    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
-    config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": len(vocab),
-              "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 2,
-              "intermediate_size": 2 * hidden, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-              "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 64, "type_vocab_size": 2,
-              "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0}
-    (directory / "config.json").write_text(json.dumps(config, indent=2))
-    rng = np.random.default_rng(seed)
-
-    def w(*shape):
-        return (rng.standard_normal(shape) * 0.02).astype(np.float32)
-
-    def norm(prefix):
-        return {prefix + ".weight": np.ones(hidden, np.float32), prefix + ".bias": np.zeros(hidden, np.float32)}
-
-    state = {"embeddings.word_embeddings.weight": w(len(vocab), hidden),
-             "embeddings.position_embeddings.weight": w(64, hidden),
-             "embeddings.token_type_embeddings.weight": w(2, hidden), **norm("embeddings.LayerNorm"),
-             "pooler.dense.weight": w(hidden, hidden), "pooler.dense.bias": np.zeros(hidden, np.float32)}
-    for i in range(layers):
-        p = f"encoder.layer.{i}."
-        for name, (rows, cols) in {"attention.self.query": (hidden, hidden), "attention.self.key": (hidden, hidden),
-                                   "attention.self.value": (hidden, hidden), "attention.output.dense": (hidden, hidden),
-                                   "intermediate.dense": (2 * hidden, hidden), "output.dense": (hidden, 2 * hidden)}.items():
-            state[p + name + ".weight"] = w(rows, cols)
-            state[p + name + ".bias"] = np.zeros(rows, np.float32)
-        state.update(norm(p + "attention.output.LayerNorm"))
-        state.update(norm(p + "output.LayerNorm"))
-    save_state(state, directory)
-    return directory
-'''
-
 TEST = '''\
 """Tests for $dist. Run ``python -m pytest`` after ``pip install -e .``."""
 
@@ -326,11 +274,10 @@ import numpy as np
 import pytest
 
 from tl.plugins import build_registry, get_plugin_manager
+from tl.testing import tiny_bert
 
 from $package import plugin
 from $package.task import $cls
-
-from tiny_checkpoint import tiny_bert
 
 
 def test_the_hook_registers_the_task():

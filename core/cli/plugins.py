@@ -24,7 +24,7 @@ def plugins(as_json: bool) -> None:
     """List backends, tasks, datasets and model aliases, with the distribution that provides each."""
     from tl.cli.common import load_registry
 
-    registry, _ = load_registry()
+    registry, _ = load_registry(warn=False)
     rows = []
     for kind in ("backend", "task", "dataset", "model"):
         for name in registry.names(kind):
@@ -35,8 +35,9 @@ def plugins(as_json: bool) -> None:
                 "description": getattr(obj, "description", "") or getattr(obj, "framework", ""),
             })
     failures = [{"plugin": f.name, "distribution": f.distribution, "error": f.error} for f in registry.failures]
+    warnings = registry.warnings
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "failures": failures}, indent=2))
+        click.echo(json.dumps({"plugins": rows, "failures": failures, "warnings": warnings}, indent=2))
         return
     for kind in ("backend", "task", "dataset", "model"):
         chosen = [r for r in rows if r["kind"] == kind]
@@ -48,6 +49,10 @@ def plugins(as_json: bool) -> None:
             click.echo(f"  {r['name']:<{w}}  {r['status']}  [{r['provider']}]")
             if r["description"]:
                 click.echo(f"  {'':<{w}}  {r['description']}")
+    if warnings:
+        click.echo(click.style("built-ins overridden by plugins", bold=True, fg="yellow"))
+        for message in warnings:
+            click.echo(f"  {message}")
     if failures:
         click.echo(click.style("plugins that failed to load", bold=True, fg="red"))
         for f in failures:

@@ -1,7 +1,7 @@
 """The built-in model aliases and datasets, registered as an ordinary plugin (entry point ``assets``).
 
-``trylast``: pluggy calls these after every other plugin's registrations, and a third-party plugin
-that registers the same name overrides the built-in (``tl.plugins.registry``)."""
+``trylast``: pluggy calls these after the other plugins' registrations. A third-party plugin that
+registers one of these names overrides it, with a warning, whatever the order (``tl.plugins.registry``)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """The pluggy plugin manager: hook specifications, entry points of group ``tl``, the autoload switch.
 
-Built-ins register exactly like third-party plugins: through entry points of group ``tl``.
+Built-ins register exactly like third-party plugins: through entry points of group ``tl``; the
+entry points of the ``tl`` distribution itself are the built-ins (``builtin_plugins``), whose names a
+third-party plugin may override (``tl.plugins.registry``).
 A plugin that fails to import is recorded (and shown by ``tl plugins``) instead of breaking the CLI.
 """
 
@@ -18,6 +20,8 @@ from tl.plugins.registry import PluginFailure
 
 ENTRY_POINT_GROUP = "tl"
 AUTOLOAD_ENV = "TL_DISABLE_PLUGIN_AUTOLOAD"
+#: The distribution whose own entry points are the built-in plugins.
+BUILTIN_DISTRIBUTION = "tl"
 
 
 class _Manager(pluggy.PluginManager):
@@ -25,7 +29,10 @@ class _Manager(pluggy.PluginManager):
         super().__init__("tl")
         self.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
+        #: plugin name -> "distribution version" (the plugin's own name for ``extra_plugins``).
         self.plugin_dists: dict[str, str] = {}
+        #: names of the plugins the ``tl`` distribution itself provides.
+        self.builtin_plugins: set[str] = set()
 
 
 def get_plugin_manager(*, autoload: bool | None = None, extra_plugins: tuple[Any, ...] = ()) -> _Manager:
@@ -63,3 +70,9 @@ def _load_entry_points(pm: _Manager) -> None:
             pm.failures.append(PluginFailure(ep.name, dist, f"{type(exc).__name__}: {exc}".strip()))
             continue
         pm.plugin_dists[ep.name] = dist
+        if ep.dist is not None and _normalize(ep.dist.name) == BUILTIN_DISTRIBUTION:
+            pm.builtin_plugins.add(ep.name)
+
+
+def _normalize(dist_name: str) -> str:
+    return dist_name.lower().replace("_", "-").replace(".", "-")

@@ -1,7 +1,24 @@
-"""The registry of backends, tasks, datasets and model aliases that the loaded plugins registered."""
+"""The registry of backends, tasks, datasets and model aliases that the loaded plugins registered.
+
+``build_registry`` calls the registration hooks through pluggy (``pm.hook.tl_register_tasks(register=...)``
+and so on), so pluggy's call order (``tryfirst``/``trylast``, last registered first) and hook wrappers
+apply. For the duration of those calls every implementation of a registration hook is guarded
+(``_guarded``; the plugin's own function is put back afterwards): the guard hands each implementation a
+``register`` of its own, which records the plugin (and so the distribution) that registered each object,
+and turns an exception the implementation raises into a ``PluginFailure`` of that plugin instead of
+aborting the hook call, so the other plugins' registrations still happen.
+
+Names: a third-party plugin may register a name a built-in (the ``tl`` distribution's own entry
+points) already has; it overrides the built-in, whatever the call order, and the registry keeps one
+warning for it (``Registry.warnings``). Two third-party plugins (or two built-ins) registering the same
+name is a conflict: using that name is an error naming both distributions.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +28,13 @@ if TYPE_CHECKING:
     from tl.interfaces import Backend
 
 KINDS = ("backend", "task", "dataset", "model")
+#: The registration hook of each kind, in the order ``build_registry`` calls them.
+REGISTRATION_HOOKS = {
+    "backend": "tl_register_backends",
+    "task": "tl_register_tasks",
+    "dataset": "tl_register_datasets",
+    "model": "tl_register_models",
+}
 
 
 @dataclass
@@ -28,19 +52,40 @@ class Registry:
     providers: dict[tuple[str, str], str] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     conflicts: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (kind, name) -> the warning for a third-party registration that overrides a built-in one.
+    overrides: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: (kind, name) whose registered object comes from a built-in.
+    builtins: set[tuple[str, str]] = field(default_factory=set)
 
-    def add(self, kind: str, obj: Any, provider: str) -> None:
+    def add(self, kind: str, obj: Any, provider: str, *, builtin: bool = False) -> None:
         name = getattr(obj, "name", "")
         if not isinstance(name, str) or not name:
             raise PluginError(f"plugin {provider!r} registered a {kind} without a name")
+        key = (kind, name)
         if name in self.items[kind]:
-            first = self.providers[(kind, name)]
-            message = f"{kind} {name!r} is registered twice: by {first} and by {provider}; uninstall one of them"
-            self.conflicts[(kind, name)] = message
-            self.failures.append(PluginFailure(provider, provider, message))
-            return
+            first = self.providers[key]
+            first_builtin = key in self.builtins
+            if first_builtin and not builtin:  # the third-party registration replaces the built-in
+                self.overrides[key] = _override_message(key, provider, first)
+                self.builtins.discard(key)
+            elif builtin and not first_builtin:  # the third-party registration stays
+                self.overrides[key] = _override_message(key, first, provider)
+                return
+            else:
+                message = f"{kind} {name!r} is registered twice: by {first} and by {provider}; uninstall one of them"
+                self.conflicts[key] = message
+                self.failures.append(PluginFailure(provider, provider, message))
+                return
         self.items[kind][name] = obj
-        self.providers[(kind, name)] = provider
+        self.providers[key] = provider
+        if builtin:
+            self.builtins.add(key)
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per built-in name a third-party plugin overrides (a name two third-party plugins
+        register is a conflict instead, reported as such)."""
+        return [message for key, message in self.overrides.items() if key not in self.conflicts]
 
     def get(self, kind: str, name: str) -> Any:
         if (kind, name) in self.conflicts:
@@ -62,31 +107,140 @@ class Registry:
         return f" (plugins that failed to load: {names}; see `tl plugins`)"
 
 
-def build_registry(pm: Any) -> Registry:
-    """Call every registration hook, recording which plugin provided what."""
-    registry = Registry(failures=list(pm.failures))
-    hooks = {
-        "backend": pm.hook.tl_register_backends,
-        "task": pm.hook.tl_register_tasks,
-        "dataset": pm.hook.tl_register_datasets,
-        "model": pm.hook.tl_register_models,
-    }
-    for kind, hook in hooks.items():
-        for impl in hook.get_hookimpls():
-            plugin_name = impl.plugin_name
-            provider = pm.plugin_dists.get(plugin_name, plugin_name)
+def _override_message(key: tuple[str, str], provider: str, builtin_provider: str) -> str:
+    kind, name = key
+    return f"{kind} {name!r} from {provider} overrides the built-in one ({builtin_provider})"
 
-            def register(obj: Any, _kind: str = kind, _provider: str = provider) -> None:
-                registry.add(_kind, obj, _provider)
 
+class _Session:
+    """One ``build_registry`` call: where guarded implementations register and report failures."""
+
+    def __init__(self, pm: Any, registry: Registry) -> None:
+        self.pm = pm
+        self.registry = registry
+
+    def provider(self, plugin_name: str) -> str:
+        return getattr(self.pm, "plugin_dists", {}).get(plugin_name, plugin_name)
+
+    def register_for(self, kind: str, plugin_name: str) -> Callable[[Any], None]:
+        provider = self.provider(plugin_name)
+        builtin = plugin_name in getattr(self.pm, "builtin_plugins", ())
+
+        def register(obj: Any) -> None:
+            self.registry.add(kind, obj, provider, builtin=builtin)
+
+        return register
+
+    def fail(self, plugin_name: str, exc: BaseException) -> None:
+        error = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}".strip()
+        self.registry.failures.append(PluginFailure(plugin_name, self.provider(plugin_name), error))
+
+
+@contextlib.contextmanager
+def _guarded(pm: Any, session: _Session) -> Iterator[None]:
+    """Every implementation of a registration hook guarded for ``session``, then restored."""
+    originals = []
+    for kind, hook_name in REGISTRATION_HOOKS.items():
+        caller = getattr(pm.hook, hook_name, None)
+        for impl in caller.get_hookimpls() if caller is not None else ():
+            originals.append((impl, impl.function))
+            # HookImpl.function is Final only for type checkers; pluggy calls whatever it holds.
+            impl.function = _guard(impl, kind, session)  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        for impl, function in originals:
+            impl.function = function  # type: ignore[misc]
+
+
+def _guard(impl: Any, kind: str, session: _Session) -> Callable[..., Any]:
+    fn = impl.function
+    plugin_name = impl.plugin_name
+    argnames = tuple(impl.argnames)
+
+    def own_register(session: _Session, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """pluggy passes ``argnames`` positionally and ``kwargnames`` by keyword: swap in this plugin's
+        own ``register``."""
+        if "register" in argnames or "register" in kwargs:
+            register = session.register_for(kind, plugin_name)
+            args = tuple(register if n == "register" else a for n, a in zip(argnames, args, strict=True))
+            if "register" in kwargs:
+                kwargs = {**kwargs, "register": register}
+        return args, kwargs
+
+    if impl.wrapper or impl.hookwrapper:
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            args, kwargs = own_register(session, args, kwargs)
             try:
-                impl.function(**{a: register for a in impl.argnames})
-            except PluginError as exc:
-                registry.failures.append(PluginFailure(plugin_name, provider, str(exc)))
-            except Exception as exc:
-                registry.failures.append(
-                    PluginFailure(plugin_name, provider, f"{type(exc).__name__}: {exc}".strip())
-                )
+                gen = fn(*args, **kwargs)
+            except Exception as exc:  # reported; the wrapper then does nothing
+                session.fail(plugin_name, exc)
+                gen = None
+            return _guarded_wrapper(gen, functools.partial(session.fail, plugin_name))
+
+    else:
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            args, kwargs = own_register(session, args, kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # a broken plugin must not stop the others' registrations
+                session.fail(plugin_name, exc)
+                return None
+
+    return guarded
+
+
+def _guarded_wrapper(gen: Any, fail: Callable[[BaseException], None]) -> Generator[None, Any, Any]:
+    """Drive a hook wrapper's generator for pluggy (new-style ``wrapper`` or old-style ``hookwrapper``);
+    if it raises, report it and let the hook call go on as if the wrapper did nothing."""
+    if gen is not None:
+        try:
+            next(gen)
+        except StopIteration:
+            fail(RuntimeError("hook wrapper did not yield"))
+            gen = None
+        except Exception as exc:
+            fail(exc)
+            gen = None
+    if gen is None:
+        return (yield)
+    thrown: BaseException | None = None
+    try:
+        sent = yield
+    except BaseException as exc:  # an exception of the hook call, thrown into new-style wrappers
+        thrown, sent = exc, None
+    try:
+        if thrown is not None:
+            gen.throw(thrown)
+        else:
+            gen.send(sent)
+    except StopIteration as stop:
+        return stop.value
+    except Exception as exc:
+        if exc is thrown:
+            raise
+        fail(exc)
+        if thrown is not None:
+            raise thrown from None
+        return sent
+    gen.close()
+    fail(RuntimeError("hook wrapper has a second yield"))
+    if thrown is not None:
+        raise thrown
+    return sent
+
+
+def build_registry(pm: Any) -> Registry:
+    """Call every registration hook through pluggy, recording which plugin provided what."""
+    registry = Registry(failures=list(getattr(pm, "failures", [])))
+    session = _Session(pm, registry)
+    with _guarded(pm, session):
+        for kind, hook_name in REGISTRATION_HOOKS.items():
+            getattr(pm.hook, hook_name)(register=session.register_for(kind, "an unknown plugin"))
     return registry
 
 

@@ -1,11 +1,11 @@
-"""Hardware facts that need no framework: CPU features, cores, memory. Cached, side-effect free.
+"""Hardware facts that need no framework: CPU features, cores, memory. Side-effect free; callers
+cache the answer (``Backend.probe`` holds it per backend).
 
 Backends add their own device probes (CUDA, MPS, ...) through the Backend interface.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import platform
 from dataclasses import asdict, dataclass
@@ -48,7 +48,6 @@ def _read(path: str) -> str:
         return ""
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_info() -> CpuInfo:
     text = _read("/proc/cpuinfo")
     model, flags = platform.processor() or platform.machine(), set()

@@ -1,6 +1,7 @@
 """NVIDIA GPUs through NVML (the driver's management library), without a framework and without
 creating a CUDA context: listing GPUs this way allocates no device memory and leaves CUDA
-uninitialised, so a later ``fork`` or a torchrun launch is unaffected. Cached, side-effect free.
+uninitialised, so a later ``fork`` or a torchrun launch is unaffected. Side-effect free; callers cache the answer
+(``Backend.probe`` holds it per backend).
 
 ``libnvidia-ml.so.1`` ships with the NVIDIA driver; where it is missing (no driver, macOS, a CPU
 machine) ``gpus()`` returns None and callers fall back to asking their framework.
@@ -9,7 +10,6 @@ machine) ``gpus()`` returns None and callers fall back to asking their framework
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 from dataclasses import dataclass
 
@@ -86,7 +86,6 @@ def visible(all_gpus: list[NvidiaGpu], spec: str | None) -> list[NvidiaGpu]:
     return out
 
 
-@functools.lru_cache(maxsize=1)
 def gpus() -> tuple[NvidiaGpu, ...] | None:
     """The NVIDIA GPUs this process may use, or None when NVML is unavailable."""
     lib = _load()

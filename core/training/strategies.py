@@ -43,10 +43,6 @@ class Strategy:
     def lora(self) -> bool:
         return self.name == "lora"
 
-    @property
-    def lora_scale(self) -> float:
-        return self.lora_alpha / self.lora_rank
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -89,7 +85,3 @@ def encoder_inference_mode(strategy: Strategy) -> bool:
     """Whether the encoder runs without dropout and without gradients (feature extraction)."""
     return strategy.name == "freeze"
 
-
-def lora_pairs(num_layers: int) -> list[str]:
-    """The transformers names of the projections LoRA adapts, e.g. ``encoder.layer.0.attention.self.query``."""
-    return [f"encoder.layer.{i}.attention.self.{t}" for i in range(num_layers) for t in LORA_TARGETS]
