@@ -51,7 +51,7 @@ def test_sharded_evaluation_reassembles_the_whole_set(registry, tiny_checkpoint,
     metrics of evaluating everything in one process (here the two ranks' shards are made in-process)."""
     import numpy as np
 
-    from tl.data.examples import load_examples
+    from tl.data.tables import load_examples
     from tl.data.tokenization import Tokenizer
     from tl.evaluation.evaluate import evaluate
     from tl.interfaces import HeadSpec
@@ -83,15 +83,68 @@ def test_sharded_evaluation_reassembles_the_whole_set(registry, tiny_checkpoint,
 
 
 def test_world_from_tf_config_counts_tasks_per_host(monkeypatch):
-    from tl.training.distributed import world_from_env
+    from tl_tensorflow.backend import TensorflowBackend
 
     cluster = {"chief": ["node-a:2000"], "worker": ["node-a:2001", "node-b:2000", "node-b:2001", "node-b:2002"]}
     for task, rank, local in ((("chief", 0), 0, 2), (("worker", 0), 1, 2), (("worker", 2), 3, 3)):
         monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": task[0], "index": task[1]}}))
-        world = world_from_env()
+        world = TensorflowBackend().process_group()
         assert (world.mode, world.size, world.rank, world.local_size) == ("multi-worker", 5, rank, local)
     monkeypatch.setenv("TF_CONFIG", "{not json")
     from tl.errors import UsageError
 
     with pytest.raises(UsageError, match="TF_CONFIG is not valid JSON"):
-        world_from_env()
+        TensorflowBackend().process_group()
+
+
+def test_process_groups_come_from_each_backend(monkeypatch):
+    """torchrun's variables make a "ddp" group for every backend; a TF_CONFIG of one task is no group."""
+    from tl.training.distributed import World
+    from tl_tensorflow.backend import TensorflowBackend
+    from tl_torch.backend import TorchBackend
+
+    for name in ("TF_CONFIG", "WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert World.from_env() == TorchBackend().process_group() == TensorflowBackend().process_group() == World()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    world = World.from_env()
+    assert (world.mode, world.size, world.rank, world.local_size) == ("ddp", 4, 3, 2)
+    assert TorchBackend().process_group() == world
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["node-a:2000"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert TensorflowBackend().process_group() == world
+
+
+def test_launch_is_torchrun_for_torch_and_refused_for_tensorflow(monkeypatch):
+    import os
+
+    from tl.errors import UsageError
+    from tl_tensorflow.backend import TensorflowBackend
+    from tl_torch.backend import TorchBackend
+
+    with pytest.raises(UsageError, match=r"^--nproc launches torchrun, for the torch backend; to train tensorflow "
+                                         r"on several workers, start one `tl run` per worker with TF_CONFIG"):
+        TensorflowBackend().launch(2, ["run"])
+    execs = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: execs.append((path, argv)))
+    TorchBackend().launch(3, ["run", "--epochs", "1"])
+    assert execs == [(sys.executable, [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                       "--nproc_per_node=3", "-m", "tl", "run", "--epochs", "1"])]
+
+
+def test_torch_device_is_decided_once_by_configure(tiny_checkpoint):
+    import torch
+
+    from tl.data.tokenization import Tokenizer
+    from tl.interfaces import HeadSpec
+    from tl_torch.backend import TorchBackend
+
+    backend = TorchBackend()
+    backend.configure(None, device="cpu")
+    assert backend.device == torch.device("cpu")
+    model = backend.build_model(tiny_checkpoint, HeadSpec("sequence_classification", ("a", "b")),
+                                Tokenizer.from_dir(tiny_checkpoint), init="pretrained", seed=0, info={})
+    assert model.device == torch.device("cpu") and next(model.module.parameters()).device == model.device
+    assert backend.max_device_batch(model, 32, 64) is None  # memory is not the limit on the CPU

@@ -423,7 +423,12 @@ def test_token_loss_sums_over_labelled_tokens(tiny_checkpoint, backend_name):
         got = float(summed_loss(torch.from_numpy(logits), torch.from_numpy(labels)))
         seq = float(summed_loss(torch.from_numpy(logits[:, 0]), torch.tensor([1, 3])))
     else:
-        from tl_tensorflow.model import build_network, tf
+        from tl_tensorflow.runtime import activate
+
+        activate()  # Keras on TensorFlow, before keras is imported
+        import tensorflow as tf
+
+        from tl_tensorflow.network import build_network
 
         net = build_network(json.loads((tiny_checkpoint / "config.json").read_text()), 4, tiny_checkpoint,
                             "token_classification")

@@ -101,7 +101,13 @@ def tokenizer(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scratch_checkpoint(tmp_path_factory, tf_backend):
     """A tiny random BERT written by the tensorflow backend itself (no torch needed)."""
-    from tl_tensorflow.model import TensorflowModel, build_network, keras
+    from tl_tensorflow.runtime import activate
+
+    activate()  # Keras on TensorFlow, before keras is imported
+    import keras
+
+    from tl_tensorflow.model import TensorflowModel
+    from tl_tensorflow.network import build_network
 
     directory = tmp_path_factory.mktemp("scratch")
     config = {"model_type": "bert", "hidden_act": "gelu", "layer_norm_eps": 1e-12, "type_vocab_size": 2,
@@ -442,8 +448,8 @@ def test_freeze_builds_no_backward_pass_through_the_encoder(scratch_checkpoint, 
 
 def test_schedule_and_decay_groups_match_torch(torch_checkpoints, tokenizer, tf_backend, torch_backend):
     from tl.training.strategies import Strategy
-    from tl_tensorflow.model import weight_map
     from tl_tensorflow.train import LinearSchedule
+    from tl_tensorflow.weights import weight_map
     from tl_torch.strategies import optimizer_groups
     from tl_torch.train import linear_schedule
 
@@ -493,10 +499,32 @@ def test_keras_on_another_backend_is_refused():
         "import keras\n"
         "from tl.errors import TLError\n"
         "try:\n"
-        "    import tl_tensorflow.model\n"
+        "    from tl_tensorflow.backend import TensorflowBackend\n"
+        "    TensorflowBackend().configure(1)\n"
         "except TLError as exc:\n"
         "    print('refused:', exc)\n"
     )
     result = _run(code, KERAS_BACKEND="torch")
     assert result.returncode == 0, result.stderr
     assert "refused:" in result.stdout and "'torch' backend" in result.stdout
+
+
+def test_importing_the_backend_changes_nothing_until_it_is_used():
+    """Keras' backend is selected (and TensorFlow imported) when the backend is first used, not on import."""
+    code = (
+        "import os, sys\n"
+        "import tl_tensorflow.backend, tl_tensorflow.distributed, tl_tensorflow.runtime\n"
+        "assert 'KERAS_BACKEND' not in os.environ and 'tensorflow' not in sys.modules\n"
+        "b = tl_tensorflow.backend.TensorflowBackend()\n"
+        "b.process_group()\n"
+        "assert 'KERAS_BACKEND' not in os.environ and 'tensorflow' not in sys.modules\n"
+        "b.configure(1, device='cpu')\n"
+        "import keras\n"
+        "print(os.environ['KERAS_BACKEND'], keras.backend.backend(), b.strategy)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("KERAS_BACKEND", "TF_CONFIG")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**env, "TL_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tensorflow", "tensorflow", "None"]
+    assert "cuInit" not in result.stderr and "oneDNN" not in result.stderr

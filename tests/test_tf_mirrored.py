@@ -27,13 +27,15 @@ SCRIPT = textwrap.dedent('''
 
     import numpy as np
 
-    from tl_tensorflow.model import tf  # selects Keras' backend before TensorFlow starts
+    from tl_tensorflow.runtime import activate
+    activate()  # selects Keras' backend before TensorFlow starts
+    import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
     from tl.data.batching import accumulation_split, iter_batches, train_order
     from tl.training.config import TrainSettings
-    from tl.data.examples import load_examples
+    from tl.data.tables import load_examples
     from tl.interfaces import HeadSpec, TrainCallbacks
     from tl.evaluation.metrics import cross_entropy
     from tl.models.inference import dataset_logits, encode
@@ -49,7 +51,7 @@ SCRIPT = textwrap.dedent('''
     backend = TensorflowBackend()
     backend.configure(1)
     if replicas > 1:
-        distributed.setup(devices=[d.name for d in tf.config.list_logical_devices("CPU")[:replicas]])
+        backend.strategy = distributed.mirrored(replicas, [d.name for d in tf.config.list_logical_devices("CPU")[:replicas]])
     model = backend.build_model(ckpt, HeadSpec("sequence_classification", labels), tokenizer, init="pretrained",
                                 seed=0, info={})
     settings = TrainSettings(epochs=4, batch_size=16, lr=5e-3, weight_decay=0.01, warmup_ratio=0.1, seed=0,
@@ -62,7 +64,7 @@ SCRIPT = textwrap.dedent('''
     callbacks = TrainCallbacks(on_step=lambda step, loss, rows: steps.append((loss, rows)),
                                on_epoch_end=lambda epoch, loss: None)
     backend.train(model, lambda e: iter_batches(enc, order(e)), len(order(0)), settings, callbacks)
-    strategy = distributed.strategy()
+    strategy = backend.strategy
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync if strategy else 1,
         "eval_loss": cross_entropy(dataset_logits(model, enc), enc.labels),

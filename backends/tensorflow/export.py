@@ -7,6 +7,8 @@ NER, [batch, length, num_labels], one row per word piece, padding rows to be ign
 ``assets/`` (any Hugging Face fast tokenizer gives the ids tl uses); ``assets/tl.json`` has the label
 names in id order. Token ids rather than raw strings keep the served ids identical to tl's
 (an in-graph WordPiece would be a second tokenizer implementation to keep in sync).
+
+Import this module only after ``tl_tensorflow.runtime.activate()`` (``TensorflowBackend`` does).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tl_tensorflow.model import TensorflowModel, tf
+import tensorflow as tf
+
+from tl_tensorflow.model import TensorflowModel
 
 SIGNATURE = {
     name: tf.TensorSpec([None, None], tf.int32, name=name)

@@ -1,4 +1,4 @@
-"""Transfer strategies on TensorFlow (semantics in ``tl.strategies``): which weights train in each
+"""Transfer strategies on TensorFlow (semantics in ``tl.training.strategies``): which weights train in each
 epoch, discriminative learning rates, and LoRA as a Keras layer equivalent to PEFT's.
 
 Freezing for ``freeze`` and ``lora`` sets ``Variable.trainable`` before ``compile`` (no gradients
@@ -13,13 +13,13 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import keras
 import numpy as np
 
-from tl.adapters import write_adapters
-from tl.strategies import Strategy, depth, encoder_inference_mode, lr_scale, trainable_depth
-
-# keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
-from tl_tensorflow.model import TensorflowModel, keras, tf, weight_map
+from tl.models.adapters import write_adapters
+from tl.training.strategies import Strategy, depth, encoder_inference_mode, lr_scale, trainable_depth
+from tl_tensorflow.model import TensorflowModel
+from tl_tensorflow.weights import weight_map
 
 LORA_ATTRIBUTES = {"query": "_query_dense", "value": "_value_dense"}
 
@@ -142,7 +142,7 @@ def merged_state(model: TensorflowModel, state: dict[str, np.ndarray]) -> dict[s
 
 
 def save_adapters(model: TensorflowModel, directory: Path, strategy: Strategy, base: str) -> None:
-    """The adapters and the head alone, in PEFT's format (``tl.adapters``)."""
+    """The adapters and the head alone, in PEFT's format (``tl.models.adapters``)."""
     layers = model.network.backbone.num_layers
     tensors = {k: v for k, v in model.state(merged=False).items() if depth(k, layers) == 0}
     for name, adapter in adapters(model).items():
@@ -152,4 +152,4 @@ def save_adapters(model: TensorflowModel, directory: Path, strategy: Strategy, b
 
 
 __all__ = ["LoraAdapter", "add_lora", "adapters", "lr_factors", "merged_state", "parameter_counts", "prepare",
-           "save_adapters", "tf"]
+           "save_adapters"]

@@ -1,24 +1,28 @@
 """The Keras training loop: ``fit`` over tf.data, AdamW, linear warm-up then linear decay, bf16 mixed
-precision, global-norm clipping. Same schedule, decay groups and clipping as the torch backend."""
+precision, global-norm clipping. Same schedule, decay groups and clipping as the torch backend.
+
+Import this module only after ``tl_tensorflow.runtime.activate()`` (``TensorflowBackend`` does)."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-from tl.batching import Batch
-from tl.checkpoints import host_rng_state, set_host_rng_state
-from tl.config import TrainSettings
-from tl.errors import TLError, TrainingInterrupted
+from tl.data.batching import Batch
+from tl.errors import TLError
 from tl.interfaces import TrainCallbacks
-
-# keras and tensorflow come through tl_tensorflow.model, which selects Keras' backend before importing it.
+from tl.training.config import TrainSettings
+from tl.training.ledger import Ledger
+from tl.training.resume import host_rng_state, set_host_rng_state
 from tl_tensorflow import distributed, strategies
-from tl_tensorflow.model import TensorflowModel, keras, tf, weight_map
+from tl_tensorflow.model import TensorflowModel
+from tl_tensorflow.runtime import set_threads
+from tl_tensorflow.weights import weight_map
 
 MAX_GRAD_NORM = 1.0
 ADAM_EPSILON = 1e-8  # torch.optim.AdamW's default (Keras defaults to 1e-7)
@@ -28,25 +32,6 @@ PREFETCH = 2  # collated micro-batches (or groups of them) unpacked ahead of the
 def seed_everything(seed: int) -> None:
     """Python, numpy, TensorFlow and Keras' global seed generator."""
     keras.utils.set_random_seed(seed)
-
-
-def set_threads(threads: int | None) -> None:
-    """TensorFlow fixes its thread pools when it first runs an op (building the model does), so
-    this only takes effect when called before; otherwise a different request is reported."""
-    if not threads:
-        return
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        current = tf.config.threading.get_intra_op_parallelism_threads()
-        if current != threads:
-            warnings.warn(
-                f"threads={threads} not applied: TensorFlow's thread pools were already initialized "
-                f"(intra-op threads: {current or 'all cores'})",
-                RuntimeWarning,
-                stacklevel=2,
-            )
 
 
 class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -229,60 +214,34 @@ def _untuned() -> tf.data.Options:
 
 
 class Report(keras.callbacks.Callback):
-    """Turns fit's steps (one fit step is one optimizer step; one ``fit`` call covers every remaining
-    epoch) into tl's callbacks: steps, epoch ends, checkpoints and stopping at a step boundary.
-    Mirrors the torch loop: a checkpoint every ``--save-every`` steps and at each epoch end."""
+    """Hands each of fit's steps (one fit step is one optimizer step; one ``fit`` call covers every
+    remaining epoch) to the core's ``Ledger``: step reports, epoch ends, checkpoints and stopping
+    at a step boundary."""
 
-    def __init__(self, callbacks: TrainCallbacks, steps_per_epoch: int, micro_per_step: int,
-                 save: Callable[[int, int, int, float, int], None], start_step: int = 0,
-                 partial: tuple[float, int] = (0.0, 0),
-                 begin_epoch: Callable[[int], None] = lambda epoch: None) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         super().__init__()
-        self.callbacks = callbacks
-        self.steps_per_epoch = steps_per_epoch  # optimizer steps
-        self.micro_per_step = micro_per_step
-        self.save = save
-        self.begin_epoch = begin_epoch
-        self.step = start_step
-        self.loss_sum, self.n_steps = partial  # of the epoch in progress
+        self.ledger = ledger
 
     def on_train_batch_end(self, batch, logs=None):
         # multi-replica steps report shape-[1] values (see BertClassifier._grouped_train_step)
-        loss, rows = float(np.ravel(logs["loss"])[0]), int(np.ravel(logs["samples"])[0])
-        self.loss_sum += loss
-        self.n_steps += 1
-        self.step += 1
-        callbacks = self.callbacks
-        callbacks.on_step(self.step, loss, rows)
-        epoch, done = divmod(self.step, self.steps_per_epoch)
-        stop = callbacks.should_stop()
-        ckpt = callbacks.checkpointer
-        if done == 0:  # the last step of epoch ``epoch - 1``
-            callbacks.on_epoch_end(epoch - 1, self.loss_sum / max(1, self.n_steps))
-            self.loss_sum, self.n_steps = 0.0, 0
-            self.begin_epoch(epoch)
-            if ckpt is not None:
-                self.save(self.step, epoch, 0, 0.0, 0)
-        elif ckpt is not None and (stop or ckpt.due(self.step)):
-            self.save(self.step, epoch, done * self.micro_per_step, self.loss_sum, self.n_steps)
-        if stop:
-            raise TrainingInterrupted(f"interrupted at step {self.step}; a checkpoint was written")
+        self.ledger.step_done(float(np.ravel(logs["loss"])[0]), int(np.ravel(logs["samples"])[0]))
 
 
 def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
-          settings: TrainSettings, callbacks: TrainCallbacks) -> None:
+          settings: TrainSettings, callbacks: TrainCallbacks, strategy: tf.distribute.Strategy | None = None
+          ) -> None:
     """``steps_per_epoch`` counts micro-batches (over this process's replicas). Several replicas
-    (workers x local devices): each trains on its shard of every micro-batch under the strategy
-    ``configure()`` set up; the model must have been built under it (``build_model`` does).
+    (workers x local devices): each trains on its shard of every micro-batch under ``strategy`` (the
+    one the backend's ``configure()`` made); the model must have been built under it (``build_model``
+    does).
     ``callbacks.resume``: continue from that checkpoint (weights, optimizer, RNG, data position)."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
     model.strategy = settings.strategy
-    with distributed.scope():
+    with distributed.scope(strategy):
         strategies.prepare(model, settings.strategy, settings.seed)
     model.set_precision(settings.precision)
     network = model.network
-    strategy = distributed.strategy()
     replicas = settings.world_size * settings.replicas
     if replicas > 1 and (strategy is None or strategy.num_replicas_in_sync != replicas
                          or network.distribute_strategy is not strategy):
@@ -291,11 +250,11 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
     accum = max(1, settings.grad_accum)
     per_step = accum * settings.replicas  # micro-batches of one optimizer step in this process
     grouped = per_step > 1 or replicas > 1
-    per_epoch = steps_per_epoch // per_step  # optimizer steps
-    total = per_epoch * settings.epochs
-    warmup = int(settings.warmup_ratio * total)
+    ledger = Ledger(settings, steps_per_epoch, callbacks, lambda d: write_state(d, model, optimizer),
+                    begin_epoch=lambda epoch: begin_epoch(epoch))
+    total, warmup = ledger.total_steps, ledger.warmup_steps
     network.grouped_steps = grouped
-    with distributed.scope():
+    with distributed.scope(strategy):
         optimizer = make_optimizer(model, settings, total, warmup, grouped)
         network.compile(
             optimizer=optimizer,
@@ -314,26 +273,16 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
         callbacks.on_info({"strategy": settings.strategy.name, **strategies.parameter_counts(model, factors)})
 
     if total == 0:
-        for epoch in range(settings.epochs):
-            callbacks.on_epoch_end(epoch, 0.0)
+        ledger.empty_epochs()
         return
-    step, start_epoch, skip, partial = 0, 0, 0, (0.0, 0)
-    resume = callbacks.resume
-    if resume is not None:
-        restore(resume.path, model, optimizer)
-        step, start_epoch, skip = resume.step, resume.epoch, resume.micro
-        partial = (float(resume.extra.get("loss_sum", 0.0)), int(resume.extra.get("n_steps", 0)))
-    begin_epoch(start_epoch)
-
-    def save(at: int, epoch: int, micro: int, loss_sum: float, n_steps: int) -> None:
-        callbacks.checkpointer.save(at, epoch, micro, lambda d: write_state(d, model, optimizer),
-                                    {"loss_sum": loss_sum, "n_steps": n_steps})
+    ledger.resume(lambda d: restore(d, model, optimizer))
+    begin_epoch(ledger.start_epoch)
 
     # grouped: one element per replica and optimizer step, a tuple of its ``accum`` micro-batches;
     # a strategy hands a process's consecutive elements to its replicas in turn
-    batches = collect(train_batches, settings.epochs, steps_per_epoch, start_epoch, skip)
+    batches = collect(train_batches, settings.epochs, steps_per_epoch, ledger.start_epoch, ledger.skip)
     make = dataset_factory(batches, group=accum if grouped else 0)
-    report = Report(callbacks, per_epoch, per_step, save, step, partial, begin_epoch)
+    report = Report(ledger)
     remaining = len(batches) // per_step
     if strategy is None:
         network.fit(make(), epochs=1, steps_per_epoch=remaining, shuffle=False, verbose=0, callbacks=[report])

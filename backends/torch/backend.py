@@ -1,17 +1,23 @@
-"""The PyTorch backend: transformers' BERT classes, a plain torch training loop."""
+"""The PyTorch backend: transformers' BERT classes, a plain torch training loop.
+
+Importing this module does not import torch: every method imports what it needs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tl.batching import Batch
-from tl.config import TrainSettings
+from tl.data.batching import Batch
+from tl.data.tokenization import Tokenizer
 from tl.interfaces import Backend, Capabilities, HeadSpec, Model, TrainCallbacks
-from tl.plan import CUDA_BF16_CAPABILITY, Accelerator, find_max_batch
-from tl.tokenization import Tokenizer
+from tl.training.config import TrainSettings
+from tl.training.plan import CUDA_BF16_CAPABILITY, Accelerator, find_max_batch
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TorchBackend(Backend):
@@ -27,33 +33,49 @@ class TorchBackend(Backend):
         sharded_eval=True,
     )
 
-    def configure(self, threads: int | None, replicas: int = 1) -> None:
-        from tl_torch.train import set_threads
+    def __init__(self) -> None:
+        self._device: Any = None  # torch.device, decided once: configure(), or the first model built
+
+    @property
+    def device(self) -> torch.device:
+        """The device models are built, loaded and trained on: the one ``configure`` chose from the
+        plan, or (never configured) CUDA where torch sees it, else the CPU."""
+        if self._device is None:
+            from tl_torch.runtime import select_device
+
+            self._device = select_device(None)
+        return self._device
+
+    def configure(self, threads: int | None, replicas: int = 1, device: str | None = None) -> None:
+        from tl_torch.runtime import select_device, set_threads
 
         set_threads(threads)
+        self._device = select_device(device)
+
+    def launch(self, nproc: int, args: list[str]) -> None:
+        """torchrun with ``nproc`` processes in place of this process (``tl run --nproc``)."""
+        from tl_torch.distributed import launch
+
+        launch(nproc, args)
 
     def max_device_batch(self, model: Model, max_length: int, upper: int) -> int | None:
-        from tl_torch.model import device
+        if model.device.type != "cuda":
+            return None
         from tl_torch.train import fits_in_memory
 
-        if device().type != "cuda":
-            return None
         return find_max_batch(lambda batch: fits_in_memory(model, batch, max_length), upper)
 
     def all_gather(self, array: np.ndarray | list[np.ndarray]) -> list:
-        import torch.distributed as dist
+        from tl_torch.distributed import all_gather
 
-        parts: list = [None] * dist.get_world_size()
-        mine = [np.ascontiguousarray(a) for a in array] if isinstance(array, list) else np.ascontiguousarray(array)
-        dist.all_gather_object(parts, mine)  # token heads: a list of per-row arrays
-        return parts
+        return all_gather(array)
 
     def probe_accelerators(self) -> tuple[Accelerator, ...]:
         """CUDA GPUs from NVML where the driver provides it (no CUDA initialisation, so torchrun's
         workers and forked data loaders start clean); otherwise torch's own query."""
         import torch
 
-        from tl import nvml
+        from tl.training import nvml
 
         if torch.version.cuda is None:  # a CPU (or ROCm/XPU) build of torch
             return ()
@@ -75,12 +97,12 @@ class TorchBackend(Backend):
                     info: dict) -> Model:
         from tl_torch.model import build
 
-        return build(checkpoint, head, tokenizer, init=init, seed=seed, info=info)
+        return build(checkpoint, head, tokenizer, init=init, seed=seed, info=info, device=self.device)
 
     def load_model(self, directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> Model:
         from tl_torch.model import load
 
-        return load(directory, head, tokenizer, info)
+        return load(directory, head, tokenizer, info, device=self.device)
 
     def train(self, model: Model, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
               settings: TrainSettings, callbacks: TrainCallbacks) -> None:

@@ -1,39 +1,21 @@
-"""Building, loading, running and saving transformers BERT classifiers: ``BertForSequenceClassification``
-for sequence heads, ``BertForTokenClassification`` for token heads (``HEADS``)."""
+"""The tl Model of the torch backend: a transformers BERT classifier (``tl_torch.network``) on one
+device, run in inference mode and saved in the transformers format."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from tl.batching import Batch, unpad
-from tl.checkpoint import check_checkpoint_dir, classifier_config, read_config
-from tl.errors import UsageError
-from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, HeadSpec, Model
-from tl.strategies import Strategy
-from tl.tokenization import Tokenizer
-
-#: Head kind -> the transformers class (same weight names ``classifier.weight/bias``, and id2label in
-#: config.json). A new head kind is a new entry here and in ``Capabilities.heads``.
-HEADS = {
-    HEAD_SEQUENCE_CLASSIFICATION: "BertForSequenceClassification",
-    HEAD_TOKEN_CLASSIFICATION: "BertForTokenClassification",
-}
-
-
-def head_class(head: HeadSpec):
-    import transformers
-
-    try:
-        return getattr(transformers, HEADS[head.kind])
-    except KeyError:
-        raise UsageError(f"the torch backend cannot build a {head.kind!r} head (heads: {', '.join(HEADS)})") from None
+from tl.data.batching import Batch, unpad
+from tl.data.tokenization import Tokenizer
+from tl.interfaces import HEAD_TOKEN_CLASSIFICATION, HeadSpec, Model
+from tl.training.strategies import Strategy
+from tl_torch.network import build_module, load_module
+from tl_torch.runtime import select_device
 
 
 def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -44,18 +26,14 @@ def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                                              ignore_index=-100)
 
 
-def device() -> torch.device:
-    """The first GPU, or under torchrun the GPU of this process's LOCAL_RANK; else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 class TorchModel(Model):
     backend = "torch"
 
-    def __init__(self, module, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> None:
-        self.module = module.to(device())
+    def __init__(self, module, head: HeadSpec, tokenizer: Tokenizer, info: dict,
+                 device: torch.device | None = None) -> None:
+        #: Where the module's weights live and its inputs go (the backend's; None: ``select_device()``).
+        self.device = select_device() if device is None else device
+        self.module = module.to(self.device)
         self.head = head
         self.tokenizer = tokenizer
         self.info = info
@@ -65,13 +43,13 @@ class TorchModel(Model):
     def autocast(self):
         if self.precision in ("bf16", "fp16"):
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-            return torch.autocast(device_type=device().type, dtype=dtype)
+            return torch.autocast(device_type=self.device.type, dtype=dtype)
         return contextlib.nullcontext()
 
     def logits(self, batches: Iterable[Batch]) -> np.ndarray | list[np.ndarray]:
         self.module.eval()
         outs = []
-        dev = device()
+        dev = self.device
         per_token = self.head.kind == HEAD_TOKEN_CLASSIFICATION
         with torch.inference_mode(), self.autocast():
             for b in batches:
@@ -107,56 +85,12 @@ def to_inputs(b: Batch, dev: torch.device) -> dict[str, torch.Tensor]:
     }
 
 
-def _hf_config(checkpoint: Path, head: HeadSpec):
-    from transformers import BertConfig
-
-    base = read_config(checkpoint)
-    return BertConfig(**classifier_config(base, head))
-
-
-def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int, info: dict) -> TorchModel:
-    cls = head_class(head)
-    check_checkpoint_dir(checkpoint)
-    config = _hf_config(checkpoint, head)
-    torch.manual_seed(seed)  # the fresh head (and scratch weights) are seeded
-    module = cls(config) if init == "scratch" else _from_pretrained(cls, checkpoint, config, head_is_new=True)
-    return TorchModel(module, head, tokenizer, info)
+def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int, info: dict,
+          device: torch.device | None = None) -> TorchModel:
+    module = build_module(checkpoint, head, init=init, seed=seed)
+    return TorchModel(module, head, tokenizer, info, device)
 
 
-def load(directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> TorchModel:
-    cls = head_class(head)
-    config = _hf_config(directory, head)
-    module = _from_pretrained(cls, directory, config, head_is_new=False)
-    return TorchModel(module, head, tokenizer, info)
-
-
-def _from_pretrained(cls, directory: Path, config, head_is_new: bool):
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # the "newly initialized classifier" notice is expected
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module, loading = cls.from_pretrained(
-                str(directory), config=config, use_safetensors=True, output_loading_info=True,
-                trust_remote_code=False,
-            )
-    except UsageError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot load weights from {directory}: {first}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    missing = [k for k in loading.get("missing_keys", []) if not (head_is_new and k.startswith("classifier."))]
-    if missing:
-        raise UsageError(
-            f"{directory}/model.safetensors lacks {len(missing)} BERT weights (e.g. {missing[0]}); "
-            "is it a BERT checkpoint?"
-        )
-    mismatched = loading.get("mismatched_keys", [])
-    if mismatched:
-        raise UsageError(f"{directory}: weights with unexpected shapes: {mismatched[:3]}")
-    return module
+def load(directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict,
+         device: torch.device | None = None) -> TorchModel:
+    return TorchModel(load_module(directory, head), head, tokenizer, info, device)

@@ -1,4 +1,4 @@
-"""Transfer strategies on torch (semantics in ``tl.strategies``): which parameters train in each
+"""Transfer strategies on torch (semantics in ``tl.training.strategies``): which parameters train in each
 epoch, discriminative learning rates, and LoRA through ``peft``."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tl.adapters import MODULES_TO_SAVE, write_adapters
-from tl.strategies import (
+from tl.models.adapters import MODULES_TO_SAVE, write_adapters
+from tl.training.strategies import (
     LORA_TARGETS,
     Strategy,
     depth,
@@ -111,7 +111,7 @@ def finish(module: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
 
 
 def save_adapters(module: torch.nn.Module, directory: Path, strategy: Strategy, base: str) -> None:
-    """The adapters and head alone, in PEFT's format (``tl.adapters``)."""
+    """The adapters and head alone, in PEFT's format (``tl.models.adapters``)."""
     layers = num_layers(module)
     tensors = {hf_name(n): p.detach().float().cpu().numpy() for n, p in module.named_parameters()
                if _lora_trains(n, layers)}

@@ -9,13 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tl.batching import Batch
-from tl.checkpoints import host_rng_state, set_host_rng_state
-from tl.config import TrainSettings
-from tl.errors import TLError, TrainingInterrupted
+from tl.data.batching import Batch
+from tl.errors import TLError
 from tl.interfaces import TrainCallbacks
+from tl.training.config import TrainSettings
+from tl.training.ledger import Ledger
+from tl.training.resume import host_rng_state, set_host_rng_state
 from tl_torch import strategies
-from tl_torch.model import TorchModel, device, summed_loss, to_inputs
+from tl_torch.distributed import all_reduce_sum, ddp, join_process_group
+from tl_torch.model import TorchModel, summed_loss, to_inputs
+from tl_torch.runtime import set_threads
 
 MAX_GRAD_NORM = 1.0
 FUSED_ADAMW_DEVICES = ("cpu", "cuda")
@@ -25,11 +28,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def set_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
 
 
 def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -63,36 +61,30 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
     model.precision = settings.precision
     strategy = settings.strategy
     model.strategy = strategy
-    model.module = strategies.prepare(model.module, strategy).to(device())
+    model.module = strategies.prepare(model.module, strategy).to(model.device)
     module = model.module
-    dev = device()
+    dev = model.device
     world = settings.world_size
     if world > 1:
         join_process_group(dev)
     wrapped_for = None  # which parameters trained when DDP last wrapped the module
     accum = max(1, settings.grad_accum)
-    total = steps_per_epoch // accum * settings.epochs
-    warmup = int(settings.warmup_ratio * total)
+    ledger = Ledger(settings, steps_per_epoch, callbacks,
+                    lambda d: write_state(d, model, optimizer, scheduler, scaler))
     param_groups = strategies.optimizer_groups(model.module, strategy, settings.weight_decay)
     for g in param_groups:
         g["lr"] = settings.lr * g.pop("lr_scale")
     # one fused kernel over all parameters (CPU and CUDA): the per-tensor loop took ~15-25% of a CPU step
     optimizer = torch.optim.AdamW(param_groups, lr=settings.lr, fused=dev.type in FUSED_ADAMW_DEVICES)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(total, warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(ledger.total_steps,
+                                                                              ledger.warmup_steps))
     scaler = torch.amp.GradScaler(dev.type, enabled=settings.loss_scaling and settings.precision == "fp16")
     loss_fn = summed_loss  # CE summed over a batch's scored labels (rows, or labelled tokens of a token head)
-    ckpt, resume = callbacks.checkpointer, callbacks.resume
-    step, start_epoch, skip, partial = 0, 0, 0, {"loss_sum": 0.0, "n_steps": 0}
-    if resume is not None:
-        restore(resume.path, model, optimizer, scheduler, scaler)
-        step, start_epoch, skip = resume.step, resume.epoch, resume.micro
-        partial = {"loss_sum": resume.extra.get("loss_sum", 0.0), "n_steps": resume.extra.get("n_steps", 0)}
-
-    def save(epoch: int, micro: int, loss_sum: float, n_steps: int) -> None:
-        ckpt.save(step, epoch, micro, lambda d: write_state(d, model, optimizer, scheduler, scaler),
-                  {"loss_sum": loss_sum, "n_steps": n_steps})
-
-    for epoch in range(start_epoch, settings.epochs):
+    ledger.resume(lambda d: restore(d, model, optimizer, scheduler, scaler))
+    if ledger.total_steps == 0:
+        ledger.empty_epochs()
+    start_epoch, skip = ledger.start_epoch, ledger.skip
+    for epoch in range(start_epoch, settings.epochs if ledger.total_steps else 0):
         model.module.train()
         strategies.set_epoch(model.module, strategy, epoch)
         if world > 1:  # DDP registers the trainable parameters once: wrap again when they change
@@ -102,15 +94,9 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
         if epoch == settings.epochs - 1 or epoch == start_epoch:
             callbacks.on_info({"strategy": strategy.name, **strategies.parameter_counts(model.module)})
         batches = iter(train_batches(epoch))
-        micro = 0
-        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        n_steps = 0
-        if epoch == start_epoch and skip:  # resume mid-epoch: the data order is a function of (seed, epoch)
+        if epoch == start_epoch:  # resume mid-epoch: the data order is a function of (seed, epoch)
             for _ in range(skip):
                 next(batches)
-            micro = skip
-            loss_sum += partial["loss_sum"]
-            n_steps = int(partial["n_steps"])
         for group in groups(batches, accum):
             rows = sum(len(b) for b in group)
             targets = sum(b.targets for b in group)  # = rows, or the labelled tokens of token labels
@@ -134,20 +120,7 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
             optimizer.zero_grad(set_to_none=True)
             if world > 1:
                 step_loss = torch.tensor(all_reduce_sum(float(step_loss), dev))
-            loss_sum += step_loss
-            n_steps += 1
-            step += 1
-            micro += len(group)
-            callbacks.on_step(step, float(step_loss), rows)
-            stop = callbacks.should_stop()
-            if ckpt is not None and (stop or ckpt.due(step)):
-                save(epoch, micro, float(loss_sum), n_steps)
-            if stop:
-                raise TrainingInterrupted(f"interrupted at step {step}; a checkpoint was written")
-        module.eval()
-        callbacks.on_epoch_end(epoch, float(loss_sum) / max(1, n_steps))
-        if ckpt is not None:
-            save(epoch + 1, 0, 0.0, 0)
+            ledger.step_done(float(step_loss), rows)  # ends the epoch after its last step; checkpoints
     model.module = strategies.finish(model.module, strategy)
     if world > 1:
         # DDP's reducer holds the process group: freed after destroy_process_group, its gloo threads
@@ -191,34 +164,9 @@ def restore(directory: Path, model: TorchModel, optimizer, scheduler, scaler) ->
     set_host_rng_state(rng)
 
 
-def join_process_group(dev: torch.device) -> None:
-    """Join torchrun's process group (gloo on CPU, NCCL on CUDA)."""
-    import torch.distributed as dist
-
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)  # NCCL collectives (and all_gather_object) use the current device
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-
-
-def ddp(module: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
-    """``module`` in DistributedDataParallel: gradients averaged over ranks during backward."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    if dev.type == "cuda":
-        return DistributedDataParallel(module, device_ids=[dev.index or 0])
-    return DistributedDataParallel(module)
-
-
-def all_reduce_sum(value: float, dev: torch.device) -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=dev)
-    torch.distributed.all_reduce(t)
-    return float(t.item())
-
-
 def fits_in_memory(model: TorchModel, batch: int, max_length: int) -> bool:
     """One forward and backward pass at full length; False on CUDA out-of-memory."""
-    dev = device()
+    dev = model.device
     module = model.module
     ids = torch.full((batch, max_length), 100, dtype=torch.long, device=dev)
     try:
