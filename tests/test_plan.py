@@ -11,7 +11,7 @@ from tl.plugins import get_plugin_manager
 from tl.training.config import resolve
 from tl.training.hardware import CpuInfo
 from tl.training.pipeline import run
-from tl.training.plan import Accelerator, PlanRequest, Probe, make_plan
+from tl.training.plan import Accelerator, PlanRequest, Probe, cpu_probe, make_plan
 
 from tinybert import make_checkpoint
 
@@ -138,3 +138,30 @@ def test_batch_size_auto_on_cpu_keeps_the_batch(registry, tmp_path, tiny_checkpo
     assert any("no memory search on cpu" in n for n in plan["notes"])
     bad = CliRunner().invoke(cli, ["run", "--batch-size", "many"])
     assert bad.exit_code == 2 and "neither a positive integer nor 'auto'" in bad.output
+
+
+def test_apply_plan_passes_the_device_and_keeps_old_backends_working():
+    from tl.interfaces import Backend
+    from tl.training.plan import apply_plan
+
+    class New(Backend):
+        name = "new"
+
+        def configure(self, threads, replicas=1, device=None):
+            self.got = (threads, replicas, device)
+
+    class Old(Backend):  # written before configure took device=
+        name = "old"
+
+        def configure(self, threads, replicas=1):
+            self.got = (threads, replicas)
+
+    for cls in (New, Old):
+        cls.__abstractmethods__ = frozenset()
+    plan = make_plan(cpu_probe(), PlanRequest(threads=3))
+    new, old = New(), Old()
+    apply_plan(new, plan)
+    assert new.got == (3, 1, "cpu")
+    with pytest.warns(DeprecationWarning, match="device="):
+        apply_plan(old, plan)
+    assert old.got == (3, 1)

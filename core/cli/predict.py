@@ -33,12 +33,12 @@ def _load(registry, model_dir: str, backend_name: str | None, precision: str = "
     from tl.models.hf_checkpoint import read_meta
     from tl.models.saved import load_saved
     from tl.plugins.registry import get_backend
-    from tl.training.plan import PlanRequest, make_plan
+    from tl.training.plan import PlanRequest, apply_plan, make_plan
 
     read_meta(model_dir)  # a missing or non-tl directory is a one-line error before any probing
     backend = get_backend(registry, _pick_backend(registry, backend_name, model_dir))
     plan = make_plan(backend.probe(), PlanRequest(precision=precision, batch_size=1, threads=threads))
-    backend.configure(plan.threads)  # before the framework starts its thread pools
+    apply_plan(backend, plan)  # before the framework starts its thread pools
     model, meta = load_saved(model_dir, backend)
     model.set_precision(plan.precision)
     return model, meta

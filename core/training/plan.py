@@ -214,3 +214,18 @@ def find_max_batch(fits: Callable[[int], bool], upper: int) -> int:
     if batch == 1 and not fits(1):
         raise UsageError("even a batch of one example does not fit in device memory; lower --max-length")
     return batch
+
+
+def apply_plan(backend: Any, plan: TrainingPlan) -> None:
+    """``backend.configure`` with the plan's threads, replicas and device, before any model is built.
+    A backend written before ``configure`` took ``device`` still works, with a DeprecationWarning."""
+    import inspect
+    import warnings
+
+    params = inspect.signature(backend.configure).parameters
+    if "device" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        backend.configure(plan.threads, plan.replicas, device=plan.device)
+        return
+    warnings.warn(f"backend {backend.name!r}: configure() should accept device= (the plan's device); "
+                  "calling it without", DeprecationWarning, stacklevel=2)
+    backend.configure(plan.threads, plan.replicas)

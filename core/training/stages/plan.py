@@ -10,7 +10,7 @@ from tl import __version__
 from tl.interfaces import HeadSpec
 from tl.training.config import TrainSettings, strategy_of, to_dict
 from tl.training.context import RunContext
-from tl.training.plan import PlanRequest, TrainingPlan, busy_cores, make_plan
+from tl.training.plan import PlanRequest, TrainingPlan, apply_plan, busy_cores, make_plan
 from tl.training.rundir import write_json_atomic
 
 
@@ -24,7 +24,7 @@ def plan(ctx: RunContext) -> None:
         mirrored="mirrored" in backend.capabilities.distributed, busy_cores=busy_cores(),
     )
     ctx.plan = make_plan(ctx.probe, ctx.request)
-    backend.configure(ctx.plan.threads, ctx.plan.replicas, device=ctx.plan.device)
+    apply_plan(backend, ctx.plan)
     ctx.settings = TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio, seed=config.seed, precision=ctx.plan.precision,
