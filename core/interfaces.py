@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from tl.training.hardware import cpu_info
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from tl.data.batching import Batch, Encoded
     from tl.data.examples import Examples, Splits
     from tl.data.tokenization import Tokenizer

@@ -376,14 +376,18 @@ def test_hooks_called_outside_build_registry_behave_as_plain_pluggy():
 
 
 def test_cli_prints_each_override_warning_once_per_command(monkeypatch, capsys):
+    import click
+
     import tl.cli.common as common
 
-    monkeypatch.setattr(common, "_warned", set())
     monkeypatch.setattr(common, "get_plugin_manager", lambda: get_plugin_manager(autoload=True, extra_plugins=(MyMiniLM(),)))
-    common.load_registry()
-    common.load_registry()  # e.g. `tl pull a b` loads it per name
-    err = capsys.readouterr().err
-    assert err.count("Warning: model 'minilm' from MyMiniLM overrides the built-in one (tl 0.1.0)\n") == 1
-    assert err.count("Warning: ") == 2  # the sentiment task's, once too
-    common.load_registry(warn=False)
+    for _command in range(2):  # each command (click context) shows them once
+        with click.Context(click.Command("pull")):
+            common.load_registry()
+            common.load_registry()  # e.g. `tl pull a b` loads it per name
+        err = capsys.readouterr().err
+        assert err.count("Warning: model 'minilm' from MyMiniLM overrides the built-in one (tl 0.1.0)\n") == 1
+        assert err.count("Warning: ") == 2  # the sentiment task's, once too
+    with click.Context(click.Command("plugins")):
+        common.load_registry(warn=False)
     assert capsys.readouterr().err == ""

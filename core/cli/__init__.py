@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
@@ -11,9 +12,32 @@ import click
 from tl import __version__
 from tl.errors import TLError
 
+#: Built-in commands: name -> "module:attribute", imported when the command is used or listed.
+BUILTIN_COMMANDS = {
+    "run": "tl.cli.run:run",
+    "predict": "tl.cli.predict:predict",
+    "evaluate": "tl.cli.predict:evaluate",
+    "export": "tl.cli.export:export",
+    "plugins": "tl.cli.plugins:plugins",
+    "plugin": "tl.cli.plugin_new:plugin",
+    "pull": "tl.cli.plugins:pull",
+    "env": "tl.cli.env:env",
+}
+
 
 class TLGroup(click.Group):
-    """Turns TLError into one line on stderr and its exit code (2 for usage errors)."""
+    """The ``tl`` group: built-in commands looked up in ``BUILTIN_COMMANDS`` (plugins' commands are
+    added to a group by ``tl_register_commands``), and TLError turned into one line on stderr and
+    its exit code (2 for usage errors)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*BUILTIN_COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands or name not in BUILTIN_COMMANDS:
+            return super().get_command(ctx, name)
+        module, attribute = BUILTIN_COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -29,49 +53,43 @@ class TLGroup(click.Group):
             ctx.exit(130)
 
 
-@click.group(cls=TLGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="tl")
-@click.option("--debug", is_flag=True, envvar="TL_DEBUG", help="Show tracebacks for errors.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """tl: fine-tune pre-trained transformers on your labelled text, on PyTorch or TensorFlow.
+def make_cli() -> TLGroup:
+    """A fresh ``tl`` command group with the built-in commands."""
 
-    \b
-    Quick start (offline: MiniLM on Rotten Tomatoes reviews):
-      tl run recipes/quickstart.toml --backend torch
-      tl predict --model runs/<id>/model "a gripping, beautifully acted film"
-    """
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
+    @click.group(cls=TLGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+    @click.version_option(__version__, prog_name="tl")
+    @click.option("--debug", is_flag=True, envvar="TL_DEBUG", help="Show tracebacks for errors.")
+    @click.pass_context
+    def cli(ctx: click.Context, debug: bool) -> None:
+        """tl: fine-tune pre-trained transformers on your labelled text, on PyTorch or TensorFlow.
 
+        \b
+        Quick start (offline: MiniLM on Rotten Tomatoes reviews):
+          tl run recipes/quickstart.toml --backend torch
+          tl predict --model runs/<id>/model "a gripping, beautifully acted film"
+        """
+        ctx.ensure_object(dict)
+        ctx.obj["debug"] = debug
 
-def _register_builtin_commands() -> None:
-    from tl.cli.env import env
-    from tl.cli.export import export
-    from tl.cli.plugin_new import plugin
-    from tl.cli.plugins import plugins, pull
-    from tl.cli.predict import evaluate, predict
-    from tl.cli.run import run
-
-    for command in (run, predict, evaluate, export, plugins, plugin, pull, env):
-        cli.add_command(command)
+    return cli
 
 
-def _register_plugin_commands() -> None:
+#: The group with the built-in commands only (``tl``'s own; ``main`` adds the plugins' commands to a fresh one).
+cli = make_cli()
+
+
+def with_plugin_commands(group: TLGroup) -> TLGroup:
+    """``group`` with the commands every plugin adds through ``tl_register_commands``."""
     from tl.plugins import get_plugin_manager
 
     try:
-        pm = get_plugin_manager()
-        pm.hook.tl_register_commands(cli=cli)
+        get_plugin_manager().hook.tl_register_commands(cli=group)
     except TLError as exc:
         click.echo(f"Warning: {exc}", err=True)
-
-
-_register_builtin_commands()
+    return group
 
 
 def main() -> None:
-    _register_plugin_commands()
     if os.environ.get("TL_DEBUG"):
         sys.tracebacklimit = 1000
-    cli(prog_name="tl")
+    with_plugin_commands(make_cli())(prog_name="tl")

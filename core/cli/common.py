@@ -6,8 +6,6 @@ import click
 
 from tl.plugins import Registry, build_registry, get_plugin_manager
 
-_warned: set[str] = set()
-
 
 def load_registry(*, warn: bool = True) -> tuple[Registry, object]:
     """The plugin manager's registry. Its warnings (a plugin overriding a built-in name) go to stderr,
@@ -15,8 +13,10 @@ def load_registry(*, warn: bool = True) -> tuple[Registry, object]:
     pm = get_plugin_manager()
     registry = build_registry(pm)
     if warn:
+        context = click.get_current_context(silent=True)
+        shown = context.find_root().meta.setdefault("tl.shown_warnings", set()) if context else set()
         for message in registry.warnings:
-            if message not in _warned:
-                _warned.add(message)
+            if message not in shown:
+                shown.add(message)
                 click.echo(f"Warning: {message}", err=True)
     return registry, pm

@@ -1,12 +1,28 @@
-"""Labelled text from files to batches: reading and splitting (``examples``), tokenization,
-truncation of long texts, the encode cache and length-grouped batching.
+"""Labelled text from files to batches: reading tables (``tables``), examples and splits
+(``examples``), a run's data (``loading``), tokenization, truncation of long texts, the encode
+cache and length-grouped batching.
 
-The names below are the stable import path for plugins (``from tl.data import Examples``).
+The names below are the stable import path for plugins (``from tl.data import Examples``); they are
+imported on first use, so importing a submodule (``tl.data.truncation``) stays cheap.
 """
 
 from __future__ import annotations
 
-from tl.data.examples import Examples, Splits, hash_split
-from tl.data.tables import load_examples, read_table
+import importlib
+from typing import Any
 
-__all__ = ["Examples", "Splits", "hash_split", "load_examples", "read_table"]
+_EXPORTS = {
+    "Examples": "tl.data.examples",
+    "Splits": "tl.data.examples",
+    "hash_split": "tl.data.examples",
+    "load_examples": "tl.data.tables",
+    "read_table": "tl.data.tables",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'tl.data' has no attribute {name!r}")
