@@ -7,10 +7,7 @@ import pytest
 
 from tl.models.inference import dataset_logits, encode
 from tl.models.saved import load_saved
-from tl.plugins import get_plugin_manager
 from tl.plugins.registry import get_backend
-from tl.training.config import resolve
-from tl.training.pipeline import run
 
 from conftest import BACKENDS
 from tinybert import synthetic_rows
@@ -29,38 +26,34 @@ def _agreement(registry, run_dir, trained_on, texts):
 
 
 @pytest.mark.parametrize("trained_on, other", DIRECTIONS)
-def test_train_on_one_predict_on_the_other(registry, tmp_path, tiny_checkpoint, tiny_data, trained_on, other):
-    options = {"backend": trained_on, "model": str(tiny_checkpoint), "dataset": str(tiny_data), "epochs": 3,
-               "lr": 5e-3, "batch_size": 16, "max_length": 32, "precision": "fp32", "output": str(tmp_path / "r")}
-    result = run(resolve(options, {}, {}), registry, get_plugin_manager(), quiet=True)
+def test_train_on_one_predict_on_the_other(registry, fast_run, trained_on, other):
+    result = fast_run(trained_on)  # conftest.FAST: 4 epochs of the tiny BERT on tiny_data
     texts = [t for t, _ in synthetic_rows(300, seed=42)]
     agree, max_diff = _agreement(registry, result.run_dir, trained_on, texts)
     assert agree >= 0.99 and max_diff < 1e-3, (agree, max_diff)
 
 
 @pytest.mark.integration
-def test_real_minilm_interop(registry, tmp_path):
+def test_real_minilm_interop(registry, minilm_run):
+    """MiniLM fine-tuned on tensorflow (conftest.MINILM_BUDGET, the run test_integration checks too)
+    gives the same logits on torch."""
     from tl.assets.catalog import load_rotten_tomatoes
 
-    options = {"backend": "tensorflow", "model": "minilm", "dataset": "rotten_tomatoes", "epochs": 1,
-               "lr": 1e-4, "batch_size": 32, "max_train_samples": 320, "max_eval_samples": 64,
-               "precision": "fp32", "output": str(tmp_path / "r")}
-    result = run(resolve(options, {}, {}), registry, get_plugin_manager(), quiet=True)
+    result = minilm_run("tensorflow", "pretrained")
+    assert result.metrics["train_steps"] > 0 and result.metrics["precision"] == "fp32"
     texts = load_rotten_tomatoes().eval.texts[:500]
     agree, max_diff = _agreement(registry, result.run_dir, "tensorflow", texts)
     assert agree >= 0.99 and max_diff < 1e-3, (agree, max_diff)
 
 
-def test_export_savedmodel_serves_the_same_logits(registry, tmp_path, tiny_checkpoint, tiny_data):
+def test_export_savedmodel_serves_the_same_logits(registry, tmp_path, fast_run):
     """Trained on torch, exported for TensorFlow Serving: the signature gives the same logits."""
     import tensorflow as tf
     from click.testing import CliRunner
 
     from tl.cli import cli
 
-    options = {"backend": "torch", "model": str(tiny_checkpoint), "dataset": str(tiny_data), "epochs": 1,
-               "max_length": 32, "precision": "fp32", "output": str(tmp_path / "r")}
-    result = run(resolve(options, {}, {}), registry, get_plugin_manager(), quiet=True)
+    result = fast_run("torch")
     out = CliRunner().invoke(cli, ["export", "--model", str(result.run_dir / "model"), "--format", "savedmodel",
                                    "-o", str(tmp_path / "served")])
     assert out.exit_code == 0, out.output

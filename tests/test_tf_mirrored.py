@@ -73,23 +73,35 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def train(tmp_path: Path, ckpt: Path, data: Path, replicas: int) -> dict:
+def start(tmp_path: Path, ckpt: Path, data: Path, replicas: int) -> subprocess.Popen:
+    """One training process (one thread: backend.configure(1)); the test starts both at once, one per core."""
     script = tmp_path / "mirrored.py"
-    script.write_text(SCRIPT)
+    if not script.exists():
+        script.write_text(SCRIPT)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for name in ("TF_CONFIG", "WORLD_SIZE", "RANK"):
         env.pop(name, None)
-    out = subprocess.run([sys.executable, str(script), str(ckpt), str(data), str(replicas)], capture_output=True,
-                         text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return subprocess.Popen([sys.executable, str(script), str(ckpt), str(data), str(replicas)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, stdin=subprocess.DEVNULL)
+
+
+def result(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def test_two_mirrored_replicas_match_one_device(tmp_path):
     ckpt = make_checkpoint(tmp_path / "ckpt", dropout=0.0)  # dropout masks differ by shard shape
     data = write_csv(tmp_path / "train.csv", synthetic_rows(400, seed=1))
-    one = train(tmp_path, ckpt, data, 1)
-    two = train(tmp_path, ckpt, data, 2)
+    procs = [start(tmp_path, ckpt, data, replicas) for replicas in (1, 2)]
+    try:
+        one, two = (result(p) for p in procs)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
     assert (one["replicas"], two["replicas"]) == (1, 2)
     # every step saw all 16 rows of its batch (400 rows: 25 steps, x 4 epochs), and the model learned
     assert one["steps"] == two["steps"] == 100 and one["rows"] == two["rows"] == 1600

@@ -13,9 +13,8 @@ from tl.plugins.registry import get_backend
 from tl.training.config import resolve
 from tl.training.pipeline import run
 
+from conftest import FAST, slow_on
 from tinybert import synthetic_rows, write_csv
-
-FAST = {"epochs": 4, "batch_size": 16, "lr": 5e-3, "warmup_ratio": 0.1, "precision": "fp32", "max_length": 32}
 
 
 def _run(registry, tmp_path, backend, checkpoint, data, name="run", **over):
@@ -26,8 +25,8 @@ def _run(registry, tmp_path, backend, checkpoint, data, name="run", **over):
     return run(resolve(options, {}, {}), registry, get_plugin_manager(), quiet=True)
 
 
-def test_tiny_model_learns_and_writes_a_run_directory(registry, tmp_path, tiny_checkpoint, tiny_data, backend_name):
-    result = _run(registry, tmp_path, backend_name, tiny_checkpoint, tiny_data)
+def test_tiny_model_learns_and_writes_a_run_directory(fast_run, backend_name):
+    result = fast_run(backend_name)  # FAST on tiny_data, shared with other tests that only read it
     m = result.metrics
     assert m["eval_accuracy"] >= 0.9, m
     for key in ("eval_accuracy", "eval_loss", "eval_macro_f1", "train_runtime_s", "train_samples_per_second",
@@ -51,6 +50,9 @@ def test_tiny_model_learns_and_writes_a_run_directory(registry, tmp_path, tiny_c
     assert hf["id2label"] == {"0": "negative", "1": "positive"}
 
 
+# tensorflow with -m slow: test_tensorflow_backend's training test reruns and compares its steps,
+# test_resume's runs match to the last digit, and seeds move the head's init (test_head_init_is_seeded...)
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_same_seed_same_metrics(registry, tmp_path, tiny_checkpoint, tiny_data, backend_name):
     a = _run(registry, tmp_path, backend_name, tiny_checkpoint, tiny_data, "a", epochs=1).metrics
     b = _run(registry, tmp_path, backend_name, tiny_checkpoint, tiny_data, "b", epochs=1).metrics
@@ -67,8 +69,8 @@ def test_three_classes_with_neutral(registry, tmp_path, tiny_checkpoint, backend
     assert result.metrics["eval_accuracy"] >= 0.85, result.metrics
 
 
-def test_saved_model_reloads_with_identical_predictions(registry, tmp_path, tiny_checkpoint, tiny_data, backend_name):
-    result = _run(registry, tmp_path, backend_name, tiny_checkpoint, tiny_data)
+def test_saved_model_reloads_with_identical_predictions(registry, fast_run, backend_name):
+    result = fast_run(backend_name)
     backend = get_backend(registry, backend_name)
     model, meta = load_saved(result.run_dir / "model", backend)
     texts = ["the film was great", "a boring mess", "the acting is superb and the story is moving"]

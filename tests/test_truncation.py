@@ -15,6 +15,7 @@ from tl.plugins.registry import get_backend
 from tl.training.config import resolve
 from tl.training.pipeline import run
 
+from conftest import slow_on
 from tinybert import make_checkpoint, synthetic_rows, write_csv
 
 CLS, SEP = 101, 102
@@ -66,6 +67,9 @@ def test_truncation_option_is_checked():
         resolve({"truncation": "middle"}, {}, {})
 
 
+# tensorflow with -m slow: cutting, chunking and pooling are the core's (tested above), which hands
+# every backend the same rows
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_long_documents_by_truncation_mode(registry, tmp_path, backend_name):
     """Documents longer than max length with the label word near the end: head truncation never sees
     it; tail and chunks (windows, logits averaged per document) do. (A 64-wide tiny BERT: the 32-wide
