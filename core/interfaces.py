@@ -318,3 +318,73 @@ class ModelSpec:
     resolve: Callable[[], Path]
     source: str = ""
     provider: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family (an encoder architecture): what tl needs to build, load and save its checkpoints
+    on every backend. Registered through the ``tl_register_families`` hook; a checkpoint's
+    ``config.json`` ``model_type`` picks its family (``tl.models.families.family_for``).
+
+    Weight names: tl works with transformers' names without the base-model ``prefix``
+    (``encoder.layer.0.attention.self.query.weight``); the head's modules (``head_modules``) sit
+    beside the base model, unprefixed (``classifier.weight``)."""
+
+    name: str
+    description: str
+    #: The ``model_type`` values of config.json this family reads.
+    model_types: tuple[str, ...]
+    #: The attribute holding the base model in transformers' task classes (``bert``, ``roberta``).
+    prefix: str
+    #: Head kind -> the transformers class saved in config.json's ``architectures`` (the torch backend
+    #: builds that class); the head kinds this family offers.
+    architectures: dict[str, str]
+    #: ``wordpiece``, ``bpe`` (byte-level) or ``unigram`` (SentencePiece).
+    tokenizer: str
+    #: The transformers tokenizer class written to tokenizer_config.json.
+    tokenizer_class: str
+    #: The module that builds it on TensorFlow (contract: ``tl_tensorflow.families``); "" for none.
+    tensorflow: str
+    #: Whether the model reads token type ids (segment ids); without them pairs differ only by separators.
+    token_type_ids: bool = True
+    #: Top-level modules of the heads (beside the base model, not under ``prefix``).
+    head_modules: tuple[str, ...] = ("classifier",)
+    #: Base-model weights only the sequence head uses (BERT's pooler): ignored when a token head loads.
+    sequence_only: tuple[str, ...] = ()
+    #: Checkpoint entries that are buffers, not weights (name suffixes).
+    buffers: tuple[str, ...] = ("position_ids",)
+    #: Pre-training heads a checkpoint may carry, ignored when fine-tuning (name prefixes).
+    ignored_prefixes: tuple[str, ...] = ()
+    #: The attention projections LoRA adapts (PEFT's ``target_modules``).
+    lora: tuple[str, ...] = ("query", "value")
+    #: A regular expression whose group 1 is the encoder layer of a weight name (layer-wise strategies).
+    layer_pattern: str = r"^encoder\.layer\.(\d+)\."
+    #: Position ids start after the padding id (RoBERTa, MPNet): ``pad_token_id + 1`` fewer positions.
+    positions_after_padding: bool = False
+    provider: str = field(default="", compare=False)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return tuple(self.architectures)
+
+    def is_head(self, key: str) -> bool:
+        return key.startswith(tuple(f"{m}." for m in self.head_modules))
+
+    def full_name(self, key: str) -> str:
+        """transformers' saved name of ``key`` (a name without the prefix)."""
+        return key if self.is_head(key) else f"{self.prefix}.{key}"
+
+    def max_tokens(self, config: dict) -> int | None:
+        """How many tokens (special ones included) a checkpoint of this family with ``config`` reads;
+        None where config.json does not say."""
+        positions = config.get("max_position_embeddings")
+        if not isinstance(positions, int):
+            return None
+        if self.positions_after_padding:
+            pad = config.get("pad_token_id")
+            positions -= (1 if pad is None else int(pad)) + 1
+        return positions
+
+    def short_name(self, key: str) -> str:
+        """``key`` without the base-model prefix (names of a bare base model are returned as they are)."""
+        return key[len(self.prefix) + 1:] if key.startswith(f"{self.prefix}.") else key

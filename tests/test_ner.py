@@ -428,14 +428,16 @@ def test_token_loss_sums_over_labelled_tokens(tiny_checkpoint, backend_name):
         activate()  # Keras on TensorFlow, before keras is imported
         import tensorflow as tf
 
+        from tl.models.families import builtin
         from tl_tensorflow.network import build_network
 
-        net = build_network(json.loads((tiny_checkpoint / "config.json").read_text()), 4, tiny_checkpoint,
+        bert = builtin("bert")
+        net = build_network(json.loads((tiny_checkpoint / "config.json").read_text()), bert, 4, tiny_checkpoint,
                             "token_classification")
         total, count = net.summed_loss(tf.constant(labels), tf.constant(logits))
         got = float(total)
         assert float(count) == 5
-        seq_net = build_network(json.loads((tiny_checkpoint / "config.json").read_text()), 4, tiny_checkpoint)
+        seq_net = build_network(json.loads((tiny_checkpoint / "config.json").read_text()), bert, 4, tiny_checkpoint)
         seq = float(seq_net.summed_loss(tf.constant([1, 3]), tf.constant(logits[:, 0]))[0])
     assert got == pytest.approx(expected, rel=1e-5)
     assert seq == pytest.approx(-(log_p[0, 0, 1] + log_p[1, 0, 3]), rel=1e-5)

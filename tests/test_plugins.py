@@ -8,7 +8,7 @@ import pytest
 
 from tl import hookimpl
 from tl.errors import PluginError, UsageError
-from tl.interfaces import DatasetSpec, ModelSpec, Task
+from tl.interfaces import DatasetSpec, Family, ModelSpec, Task
 from tl.plugins import build_registry, get_plugin_manager
 
 
@@ -67,8 +67,38 @@ def test_registration_hooks_and_providers():
         reg.get("task", "nope")
 
 
+#: docs/plugins.md's worked example of a family plugin.
+CAMEMBERT = Family(
+    "camembert", "CamemBERT (RoBERTa for French; SentencePiece)", model_types=("camembert",), prefix="roberta",
+    architectures={"sequence_classification": "CamembertForSequenceClassification",
+                   "token_classification": "CamembertForTokenClassification"},
+    tokenizer="unigram", tokenizer_class="CamembertTokenizer", tensorflow="tl_tensorflow.families.roberta",
+    token_type_ids=False, ignored_prefixes=("lm_head.", "pooler."),
+)
+
+
+def test_a_family_plugin_adds_a_model_type():
+    from tl.models.families import available, family_for
+
+    def tl_register_families(register):
+        register(CAMEMBERT)
+
+    reg = build_registry(get_plugin_manager(autoload=False, extra_plugins=(_plugin(
+        tl_register_families=tl_register_families),)))
+    assert reg.names("family") == ["camembert"]
+    families = available(reg.items["family"])
+    assert family_for({"model_type": "camembert"}, families=families) is CAMEMBERT
+    assert family_for({"model_type": "xlm-roberta"}, families=families).name == "xlm-roberta"  # built-ins stay
+    with pytest.raises(UsageError, match=r"model_type 'gpt2' is not supported \(supported: albert, bert, camembert, "
+                                         r"deberta-v2, .*\); a plugin adds one with the tl_register_families hook"):
+        family_for({"model_type": "gpt2"}, "ckpt/config.json", families)
+
+
 def test_builtins_come_from_entry_points():
     reg = build_registry(get_plugin_manager(autoload=True))
+    assert {"bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "deberta-v2", "mpnet"} == set(
+        reg.names("family"))
+    assert reg.providers[("family", "mpnet")].startswith("tl ")
     assert {"torch", "tensorflow"} <= set(reg.names("backend"))
     assert "sentiment" in reg.names("task")
     assert {"minilm", "bert-base-uncased"} <= set(reg.names("model"))

@@ -9,7 +9,7 @@ The core already gives every replica its own shard of every micro-batch (``tl.da
 accumulation_split``), so nothing here shards or rebatches data: a process's tf.data pipeline yields
 its replicas' shards in turn, through ``distribute_datasets_from_function`` with auto-sharding off.
 The loss and gradient arithmetic that keeps a step equal to a single-device step lives in
-``tl_tensorflow.network.BertClassifier._grouped_train_step``.
+``tl_tensorflow.network.Classifier._grouped_train_step``.
 
 The TF_CONFIG helpers need no TensorFlow; the strategy functions import it, and must be called after
 ``tl_tensorflow.runtime.activate()``.

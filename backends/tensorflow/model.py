@@ -1,6 +1,6 @@
-"""The tl Model of the TensorFlow backend: builds and loads the Keras BERT classifier
-(``tl_tensorflow.network``) from transformers checkpoints, runs it, and saves it in the transformers
-layout (``tl_tensorflow.weights``).
+"""The tl Model of the TensorFlow backend: builds and loads the Keras classifier of the checkpoint's
+family (``tl_tensorflow.network``) from transformers checkpoints, runs it, and saves it in the
+transformers layout (``tl_tensorflow.weights``).
 
 Import this module only after ``tl_tensorflow.runtime.activate()`` (``TensorflowBackend`` does).
 """
@@ -20,6 +20,7 @@ from tl.interfaces import HeadSpec, Model
 from tl.models.hf_checkpoint import (
     CONFIG_NAME,
     check_checkpoint_dir,
+    checkpoint_family,
     classifier_config,
     load_state,
     read_config,
@@ -27,17 +28,17 @@ from tl.models.hf_checkpoint import (
     write_json,
 )
 from tl_tensorflow.distributed import scope
-from tl_tensorflow.network import INPUT_SIGNATURE, BertClassifier, build_network, to_inputs
+from tl_tensorflow.network import INPUT_SIGNATURE, Classifier, build_network, to_inputs
 from tl_tensorflow.weights import assign_state, read_state
 
 
 class TensorflowModel(Model):
     backend = "tensorflow"
 
-    def __init__(self, network: BertClassifier, config: dict, head: HeadSpec, tokenizer: Tokenizer,
+    def __init__(self, network: Classifier, config: dict, head: HeadSpec, tokenizer: Tokenizer,
                  info: dict) -> None:
         self.network = network
-        self.config = config  # the checkpoint's BERT config.json
+        self.config = config  # the checkpoint's config.json
         self.head = head
         self.tokenizer = tokenizer
         self.info = info
@@ -76,7 +77,7 @@ class TensorflowModel(Model):
         return np.concatenate(outs).astype(np.float32, copy=False)
 
     def state(self, merged: bool = True) -> dict[str, np.ndarray]:
-        """All weights in transformers names and layouts (encoder keys without ``bert.``); LoRA
+        """All weights in transformers names and layouts (without the family prefix); LoRA
         adapters folded in unless ``merged`` is False."""
         state = read_state(self.network)
         if merged:
@@ -94,12 +95,13 @@ class TensorflowModel(Model):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / CONFIG_NAME, classifier_config(self.config, self.head))
+        family = self.network.family
+        write_json(directory / CONFIG_NAME, classifier_config(self.config, self.head, family))
         strategy = getattr(self, "strategy", None)
         if adapters(self) and strategy is not None and not strategy.merge_adapters:
             save_adapters(self, directory, strategy, self.info.get("base_checkpoint") or "")
             return
-        save_state(self.state(), directory)
+        save_state(self.state(), directory, family)
 
 
 def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int, info: dict,
@@ -108,11 +110,13 @@ def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, 
     with a fresh head, built under ``strategy`` (the backend's; None: one device)."""
     checkpoint = check_checkpoint_dir(checkpoint)
     config = read_config(checkpoint)
+    family = checkpoint_family(checkpoint, config)
     keras.utils.set_random_seed(seed)  # the fresh head, scratch weights and dropout streams are seeded
     with scope(strategy):  # several replicas: mirrored variables, made identical on every worker at creation
-        network = build_network(config, head.num_labels, checkpoint, head.kind)
+        network = build_network(config, family, head.num_labels, checkpoint, head.kind)
         if init != "scratch":
-            assign_state(network, load_state(checkpoint), f"{checkpoint}/model.safetensors", head_is_new=True)
+            assign_state(network, load_state(checkpoint, family), f"{checkpoint}/model.safetensors",
+                         head_is_new=True)
     return TensorflowModel(network, config, head, tokenizer, info)
 
 
@@ -120,7 +124,8 @@ def load(directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> T
     """A fine-tuned model directory (weights include the head), on one device."""
     directory = check_checkpoint_dir(directory)
     config = read_config(directory)
+    family = checkpoint_family(directory, config)
     keras.utils.set_random_seed(0)
-    network = build_network(config, head.num_labels, directory, head.kind)
-    assign_state(network, load_state(directory), f"{directory}/model.safetensors", head_is_new=False)
+    network = build_network(config, family, head.num_labels, directory, head.kind)
+    assign_state(network, load_state(directory, family), f"{directory}/model.safetensors", head_is_new=False)
     return TensorflowModel(network, config, head, tokenizer, info)

@@ -1,10 +1,11 @@
-"""The Keras 3 network of tl's BERT classifier on TensorFlow.
+"""The Keras 3 network of tl's classifiers on TensorFlow: a family's encoder, then its head.
 
-The encoder is KerasHub's ``BertBackbone``; its ``pooled_output`` (BERT's pooler, dense + tanh) feeds
-dropout and a ``Dense(num_labels)`` head, as in transformers' ``BertForSequenceClassification``; for a
-token head its ``sequence_output`` does (``BertForTokenClassification``, which has no pooler: the
-backbone's pooler is then frozen and neither loaded nor saved). The network's weights map to
-transformers names in ``tl_tensorflow.weights``.
+``Classifier`` is family-agnostic: it runs ``encoder`` (inputs -> whatever the family's head reads:
+a sequence output, or a dict with a pooled output) and ``head`` (-> logits, float32), and owns the
+loss and the train steps. Each model family (``tl.interfaces.Family``) names a module of its own,
+``tl_tensorflow.families.<family>`` for the built-ins, that builds the pair as transformers defines
+the family and maps its weights to transformers names (``tl_tensorflow.families`` states the
+contract). ``build_network`` dispatches on the checkpoint's family.
 
 Import this module only after ``tl_tensorflow.runtime.activate()`` (``TensorflowBackend`` does): it
 imports keras, which picks its backend once.
@@ -17,13 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
-import keras_hub
 import numpy as np
 import tensorflow as tf
 
 from tl.data.batching import IGNORE_INDEX, Batch
 from tl.errors import TLError, UsageError
-from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION
+from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, Family
 from tl.models.hf_checkpoint import CONFIG_NAME
 
 #: transformers' ``hidden_act`` -> the Keras activation of the feed-forward block.
@@ -37,9 +37,9 @@ ACTIVATIONS: dict[str, Callable] = {
     "swish": keras.activations.silu,
 }
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
-#: Head kind -> the BertBackbone output the head reads. A new head kind is a new entry here (and in
-#: ``Capabilities.heads``); ``BertClassifier.summed_loss`` scores either shape of labels.
-HEAD_INPUTS = {HEAD_SEQUENCE_CLASSIFICATION: "pooled_output", HEAD_TOKEN_CLASSIFICATION: "sequence_output"}
+#: The head kinds ``Classifier`` trains (``summed_loss`` scores either shape of labels); a family
+#: builds the heads of the kinds it lists in ``Family.architectures``.
+HEAD_KINDS = (HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION)
 INPUT_SIGNATURE = {name: tf.TensorSpec([None, None], tf.int32, name=name) for name in INPUT_NAMES}
 
 
@@ -55,27 +55,29 @@ def _tape(variables):
         yield tape
 
 
-class BertClassifier(keras.Model):
-    """BertBackbone -> pooled output (sequence head) or sequence output (token head) -> dropout ->
-    Dense(num_labels) (float32 even under bf16)."""
+class Classifier(keras.Model):
+    """A family's ``encoder`` (a Keras layer: the inputs dict -> what the head reads) and ``head`` (a
+    Keras layer -> logits; its last layer, ``head.classifier``, a float32 ``Dense(num_labels)``).
 
-    def __init__(self, backbone: keras_hub.models.BertBackbone, num_labels: int, dropout: float,
-                 initializer_range: float, head_kind: str = HEAD_SEQUENCE_CLASSIFICATION, **kwargs) -> None:
+    Set by the family's ``build``: ``family`` (the ``Family`` entry), ``num_layers`` (transformer
+    blocks: layer-wise strategies), and ``config`` (the checkpoint's config.json)."""
+
+    def __init__(self, encoder: keras.layers.Layer, head: keras.layers.Layer, *, family: Family, config: dict,
+                 num_layers: int, head_kind: str = HEAD_SEQUENCE_CLASSIFICATION, **kwargs) -> None:
         super().__init__(**kwargs)
-        if head_kind not in HEAD_INPUTS:
-            raise UsageError(f"the tensorflow backend cannot build a {head_kind!r} head (heads: {', '.join(HEAD_INPUTS)})")
+        if head_kind not in HEAD_KINDS:
+            raise UsageError(f"the tensorflow backend cannot build a {head_kind!r} head (heads: {', '.join(HEAD_KINDS)})")
         self.head_kind = head_kind
-        self.backbone = backbone
-        if self.per_token:  # BertForTokenClassification has no pooler: unused, never trained or saved
-            backbone.get_layer("pooled_dense").trainable = False
-        self.classifier_dropout = keras.layers.Dropout(dropout, name="classifier_dropout")
-        self.classifier = keras.layers.Dense(
-            num_labels,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=initializer_range),
-            bias_initializer="zeros",
-            dtype="float32",
-            name="classifier",
-        )
+        self.encoder = encoder
+        self.head = head
+        self.family = family
+        self.config = config
+        self.num_layers = int(num_layers)
+
+    @property
+    def classifier(self) -> keras.layers.Dense:
+        """The last Dense of the head (kept float32 under mixed precision)."""
+        return self.head.classifier
 
     @property
     def per_token(self) -> bool:
@@ -86,8 +88,7 @@ class BertClassifier(keras.Model):
 
     def call(self, inputs, training=False):
         encoder_training = bool(training) and not self.encoder_inference
-        features = self.backbone(inputs, training=encoder_training)[HEAD_INPUTS[self.head_kind]]
-        return self.classifier(self.classifier_dropout(features, training=training))
+        return self.head(self.encoder(inputs, training=encoder_training), training=training)
 
     def summed_loss(self, y, logits):
         """(cross-entropy summed over the scored labels, how many labels were scored): [rows] labels
@@ -182,65 +183,39 @@ class BertClassifier(keras.Model):
         return {"loss": tf.reshape(loss, [1]), "samples": tf.reshape(tf.cast(rows, tf.int32), [1])}
 
 
-def _check_architecture(config: dict, source: Path) -> None:
-    act = config.get("hidden_act", "gelu")
-    if act not in ACTIVATIONS:
-        raise UsageError(
-            f"{source}/{CONFIG_NAME}: hidden_act {act!r} is not supported by the tensorflow backend "
-            f"(supported: {', '.join(ACTIVATIONS)})"
-        )
-    kind = config.get("position_embedding_type", "absolute")
-    if kind != "absolute":
-        raise UsageError(
-            f"{source}/{CONFIG_NAME}: position_embedding_type {kind!r} is not supported by the tensorflow "
-            "backend (only 'absolute')"
-        )
-    if config["hidden_size"] % config["num_attention_heads"]:
-        raise UsageError(f"{source}/{CONFIG_NAME}: hidden_size is not a multiple of num_attention_heads")
+def activation(config: dict, source: Path, key: str = "hidden_act") -> Callable:
+    """The Keras function of ``config[key]`` (a transformers activation name), or a one-line error."""
+    name = config.get(key, "gelu")
+    if name not in ACTIVATIONS:
+        raise UsageError(f"{source}/{CONFIG_NAME}: {key} {name!r} is not supported by the tensorflow backend "
+                         f"(supported: {', '.join(ACTIVATIONS)})")
+    return ACTIVATIONS[name]
 
 
-def build_network(config: dict, num_labels: int, source: Path,
-                  head_kind: str = HEAD_SEQUENCE_CLASSIFICATION) -> BertClassifier:
-    """The Keras classifier for a transformers BERT config, randomly initialized and built."""
-    hidden_dropout = float(config.get("hidden_dropout_prob", 0.1))
+def family_module(family: Family):
+    """The module that builds ``family`` on TensorFlow (``Family.tensorflow``), imported now."""
+    import importlib
+
+    if not family.tensorflow:
+        raise UsageError(f"model family {family.name!r} has no TensorFlow implementation; use --backend torch")
     try:
-        _check_architecture(config, source)
-        backbone = keras_hub.models.BertBackbone(
-            vocabulary_size=int(config["vocab_size"]),
-            num_layers=int(config["num_hidden_layers"]),
-            num_heads=int(config["num_attention_heads"]),
-            hidden_dim=int(config["hidden_size"]),
-            intermediate_dim=int(config["intermediate_size"]),
-            dropout=hidden_dropout,
-            max_sequence_length=int(config.get("max_position_embeddings", 512)),
-            num_segments=int(config.get("type_vocab_size", 2)),
-            dtype="float32",
-        )
+        return importlib.import_module(family.tensorflow)
+    except ImportError as exc:
+        raise UsageError(f"model family {family.name!r}: cannot import {family.tensorflow} ({exc})") from None
+
+
+def build_network(config: dict, family: Family, num_labels: int, source: Path,
+                  head_kind: str = HEAD_SEQUENCE_CLASSIFICATION) -> Classifier:
+    """The Keras classifier of ``family`` for a transformers config, randomly initialized and built."""
+    if head_kind not in family.architectures:
+        raise UsageError(f"model family {family.name!r} has no {head_kind!r} head "
+                         f"(heads: {', '.join(family.architectures)})")
+    try:
+        net = family_module(family).build(config, family, num_labels, head_kind, source)
     except KeyError as exc:
         raise UsageError(f"{source}/{CONFIG_NAME} lacks {exc.args[0]!r}") from None
-    # BertBackbone hard-codes the tanh-approximated GELU and eps 1e-12; follow the checkpoint's config
-    # (BERT uses the exact GELU), so logits match transformers.
-    activation = ACTIVATIONS[config.get("hidden_act", "gelu")]
-    epsilon = float(config.get("layer_norm_eps", 1e-12))
-    backbone.get_layer("embeddings_layer_norm").epsilon = epsilon
-    for i in range(backbone.num_layers):
-        block = backbone.get_layer(f"transformer_layer_{i}")
-        block.activation = activation
-        block._feedforward_intermediate_dense.activation = activation
-        block.layer_norm_epsilon = epsilon
-        block._self_attention_layer_norm.epsilon = epsilon
-        block._feedforward_layer_norm.epsilon = epsilon
-    classifier_dropout = config.get("classifier_dropout")
-    net = BertClassifier(
-        backbone,
-        num_labels,
-        dropout=hidden_dropout if classifier_dropout is None else float(classifier_dropout),
-        initializer_range=float(config.get("initializer_range", 0.02)),
-        head_kind=head_kind,
-        name="bert_classifier",
-    )
     dummy = {name: np.zeros((1, 2), dtype=np.int32) for name in INPUT_NAMES}
-    net(dummy, training=False)  # creates the head's variables
+    net(dummy, training=False)  # creates every variable
     return net
 
 

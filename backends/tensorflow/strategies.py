@@ -21,8 +21,6 @@ from tl.training.strategies import Strategy, depth, encoder_inference_mode, lr_s
 from tl_tensorflow.model import TensorflowModel
 from tl_tensorflow.weights import weight_map
 
-LORA_ATTRIBUTES = {"query": "_query_dense", "value": "_value_dense"}
-
 
 class LoraAdapter(keras.layers.Layer):
     """``base(x) + scale * dropout(x) A B`` for an attention projection (an ``EinsumDense`` with
@@ -58,35 +56,38 @@ class LoraAdapter(keras.layers.Layer):
         return d.reshape((self.in_dim, *self.out_shape))
 
 
+def _projections(model: TensorflowModel) -> dict[str, tuple[keras.layers.Layer, str]]:
+    from tl_tensorflow.network import family_module
+
+    return family_module(model.network.family).attention_projections(model.network)
+
+
 def adapters(model: TensorflowModel) -> dict[str, LoraAdapter]:
     """transformers projection name (``encoder.layer.0.attention.self.query``) -> its adapter."""
     out = {}
-    backbone = model.network.backbone
-    for i in range(backbone.num_layers):
-        attention = backbone.get_layer(f"transformer_layer_{i}")._self_attention_layer
-        for target, attribute in LORA_ATTRIBUTES.items():
-            layer = getattr(attention, attribute)
-            if isinstance(layer, LoraAdapter):
-                out[f"encoder.layer.{i}.attention.self.{target}"] = layer
+    for name, (owner, attribute) in _projections(model).items():
+        layer = getattr(owner, attribute)
+        if isinstance(layer, LoraAdapter):
+            out[name] = layer
     return out
 
 
 def add_lora(model: TensorflowModel, strategy: Strategy, seed: int) -> None:
-    """Wrap every attention query and value projection in a ``LoraAdapter``."""
-    backbone = model.network.backbone
-    for i in range(backbone.num_layers):
-        attention = backbone.get_layer(f"transformer_layer_{i}")._self_attention_layer
-        attention._tracker.unlock()
+    """Wrap every attention projection the family names for LoRA (query and value) in a ``LoraAdapter``."""
+    for n, (owner, attribute) in enumerate(_projections(model).values()):
+        base = getattr(owner, attribute)
+        if isinstance(base, LoraAdapter):
+            continue
+        adapter = LoraAdapter(base, strategy.lora_rank, strategy.lora_alpha, strategy.lora_dropout,
+                              seed=seed + n, name=f"{base.name}_lora")
+        tracker = getattr(owner, "_tracker", None)
+        if tracker is not None:
+            tracker.unlock()
         try:
-            for n, attribute in enumerate(LORA_ATTRIBUTES.values()):
-                base = getattr(attention, attribute)
-                if isinstance(base, LoraAdapter):
-                    continue
-                adapter = LoraAdapter(base, strategy.lora_rank, strategy.lora_alpha, strategy.lora_dropout,
-                                      seed=seed + 2 * i + n, name=f"{base.name}_lora")
-                setattr(attention, attribute, adapter)
+            setattr(owner, attribute, adapter)
         finally:
-            attention._tracker.lock()
+            if tracker is not None:
+                tracker.lock()
 
 
 def prepare(model: TensorflowModel, strategy: Strategy, seed: int) -> None:
@@ -95,10 +96,10 @@ def prepare(model: TensorflowModel, strategy: Strategy, seed: int) -> None:
     net = model.network
     if strategy.lora:
         add_lora(model, strategy, seed)
-    layers = net.backbone.num_layers
+    layers = net.num_layers
     fixed = strategy.name in ("freeze", "lora")
     for spec in weight_map(net):
-        spec.variable.trainable = not fixed or depth(spec.key, layers) == 0
+        spec.variable.trainable = not fixed or depth(spec.key, layers, net.family) == 0
     for adapter in adapters(model).values():
         adapter.lora_a.trainable = adapter.lora_b.trainable = True
     net.encoder_inference = encoder_inference_mode(strategy)
@@ -106,7 +107,7 @@ def prepare(model: TensorflowModel, strategy: Strategy, seed: int) -> None:
 
 def lr_factors(model: TensorflowModel, variables: list, strategy: Strategy, epoch: int) -> list[float]:
     """Per trainable variable: its rate factor (``layer_lr_decay ** depth``), 0 while frozen."""
-    layers = model.network.backbone.num_layers
+    layers, family = model.network.num_layers, model.network.family
     keys = {id(s.variable): s.key for s in weight_map(model.network)}
     limit = trainable_depth(strategy, epoch, layers) if strategy.name == "gradual-unfreeze" else layers + 1
     out = []
@@ -115,7 +116,7 @@ def lr_factors(model: TensorflowModel, variables: list, strategy: Strategy, epoc
         if key is None:  # a LoRA matrix: trains at the head's rate
             out.append(1.0)
         else:
-            out.append(lr_scale(key, layers, strategy) if depth(key, layers) <= limit else 0.0)
+            out.append(lr_scale(key, layers, strategy, family) if depth(key, layers, family) <= limit else 0.0)
     return out
 
 
@@ -143,12 +144,12 @@ def merged_state(model: TensorflowModel, state: dict[str, np.ndarray]) -> dict[s
 
 def save_adapters(model: TensorflowModel, directory: Path, strategy: Strategy, base: str) -> None:
     """The adapters and the head alone, in PEFT's format (``tl.models.adapters``)."""
-    layers = model.network.backbone.num_layers
-    tensors = {k: v for k, v in model.state(merged=False).items() if depth(k, layers) == 0}
+    layers, family = model.network.num_layers, model.network.family
+    tensors = {k: v for k, v in model.state(merged=False).items() if depth(k, layers, family) == 0}
     for name, adapter in adapters(model).items():
         tensors[f"{name}.lora_A.weight"] = np.asarray(adapter.lora_a.numpy()).T  # [rank, in]
         tensors[f"{name}.lora_B.weight"] = np.asarray(adapter.lora_b.numpy()).T  # [out, rank]
-    write_adapters(directory, tensors, strategy, base)
+    write_adapters(directory, tensors, strategy, base, family)
 
 
 __all__ = ["LoraAdapter", "add_lora", "adapters", "lr_factors", "merged_state", "parameter_counts", "prepare",

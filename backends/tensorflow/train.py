@@ -61,7 +61,7 @@ class TLAdamW(keras.optimizers.Adam):
     0 freezes a variable: no update, no weight decay and, with ``mask_frozen``, no part in the
     gradient clip). Weight decay is decoupled and comes before the Adam update, as in torch.
 
-    ``presummed``: the gradients were already summed over the replicas by ``BertClassifier``'s
+    ``presummed``: the gradients were already summed over the replicas by ``Classifier``'s
     grouped step. Keras' TensorFlow optimizer would sum them itself, but only after clipping each
     replica's part by its own norm; summing first and skipping that second reduction clips the whole
     step's gradient, as in one process."""
@@ -113,7 +113,7 @@ def _scaled(g, factor):
 
 def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, warmup: int, grouped: bool):
     """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe). ``grouped``
-    (accumulation or several replicas): gradients come pre-summed; ``BertClassifier`` accumulates a
+    (accumulation or several replicas): gradients come pre-summed; ``Classifier`` accumulates a
     step's micro-batches itself, row-weighted (Keras' ``gradient_accumulation_steps`` averages
     micro-batch means, and its ``cond`` around a cross-replica update TensorFlow refuses: "`merge_call`
     called while defining a new graph or a tf.function")."""
@@ -223,7 +223,7 @@ class Report(keras.callbacks.Callback):
         self.ledger = ledger
 
     def on_train_batch_end(self, batch, logs=None):
-        # multi-replica steps report shape-[1] values (see BertClassifier._grouped_train_step)
+        # multi-replica steps report shape-[1] values (see Classifier._grouped_train_step)
         self.ledger.step_done(float(np.ravel(logs["loss"])[0]), int(np.ravel(logs["samples"])[0]))
 
 

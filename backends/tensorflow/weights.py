@@ -1,6 +1,7 @@
-"""The one two-way table between transformers' BERT weight names and the Keras variables of
-``tl_tensorflow.network.BertClassifier``: loading (``assign_state``) and saving (``read_state``) go
-through ``weight_map``, so they are exact inverses."""
+"""The two-way table between transformers' weight names and the Keras variables of a
+``tl_tensorflow.network.Classifier``: each family's module lists it (``weight_map``); loading
+(``assign_state``) and saving (``read_state``) both go through it, so they are exact inverses.
+Names are transformers' without the family's base-model prefix (``tl.models.hf_checkpoint``)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,7 @@ from tl.errors import TLError, UsageError
 if TYPE_CHECKING:
     import keras
 
-    from tl_tensorflow.network import BertClassifier
-
-#: Checkpoint entries that are not weights of BertForSequenceClassification (buffers, pre-training heads).
-IGNORED_KEYS = ("embeddings.position_ids",)
-IGNORED_PREFIXES = ("cls.",)
+    from tl_tensorflow.network import Classifier
 
 
 @dataclass(frozen=True)
@@ -59,56 +56,47 @@ class WeightSpec:
         return self.kind != "vector" and "LayerNorm" not in self.key
 
 
-def weight_map(net: BertClassifier) -> list[WeightSpec]:
-    """Every weight of ``net`` under its transformers name (encoder keys without ``bert.``)."""
-    backbone = net.backbone
-    specs: list[WeightSpec] = []
+class WeightSpecs:
+    """Collects a family's ``WeightSpec`` list: ``dense`` (kernel + bias; a LoRA-wrapped projection
+    maps its wrapped layer), ``layer_norm`` (gamma + beta), ``embedding``."""
 
-    def add(key: str, variable, kind: str, inputs: int = 1) -> None:
-        specs.append(WeightSpec(key, variable, kind, inputs))
+    def __init__(self) -> None:
+        self.specs: list[WeightSpec] = []
 
-    def layer_norm(prefix: str, layer) -> None:
-        add(f"{prefix}.weight", layer.gamma, "vector")
-        add(f"{prefix}.bias", layer.beta, "vector")
+    def add(self, key: str, variable, kind: str, inputs: int = 1) -> None:
+        self.specs.append(WeightSpec(key, variable, kind, inputs))
 
-    def dense(prefix: str, layer, inputs: int = 1) -> None:
-        add(f"{prefix}.weight", layer.kernel, "linear", inputs)
-        add(f"{prefix}.bias", layer.bias, "vector")
+    def embedding(self, key: str, variable) -> None:
+        self.add(key, variable, "embedding")
 
-    add("embeddings.word_embeddings.weight", backbone.get_layer("token_embedding").embeddings, "embedding")
-    add("embeddings.position_embeddings.weight", backbone.get_layer("position_embedding").position_embeddings,
-        "embedding")
-    add("embeddings.token_type_embeddings.weight", backbone.get_layer("segment_embedding").embeddings,
-        "embedding")
-    layer_norm("embeddings.LayerNorm", backbone.get_layer("embeddings_layer_norm"))
-    for i in range(backbone.num_layers):
-        block = backbone.get_layer(f"transformer_layer_{i}")
-        attention = block._self_attention_layer
-        prefix = f"encoder.layer.{i}"
-        # kernel [hidden, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
-        dense(f"{prefix}.attention.self.query", getattr(attention.query_dense, "wrapped", attention.query_dense))
-        dense(f"{prefix}.attention.self.key", attention.key_dense)
-        dense(f"{prefix}.attention.self.value", getattr(attention.value_dense, "wrapped", attention.value_dense))
-        dense(f"{prefix}.attention.output.dense", attention.output_dense, inputs=2)  # [heads, head_dim, hidden]
-        layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
-        dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
-        dense(f"{prefix}.output.dense", block._feedforward_output_dense)
-        layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
-    if not net.per_token:
-        dense("pooler.dense", backbone.get_layer("pooled_dense"))
-    dense("classifier", net.classifier)
+    def layer_norm(self, prefix: str, layer) -> None:
+        self.add(f"{prefix}.weight", layer.gamma, "vector")
+        self.add(f"{prefix}.bias", layer.beta, "vector")
 
+    def dense(self, prefix: str, layer, inputs: int = 1, bias: bool = True) -> None:
+        layer = getattr(layer, "wrapped", layer)  # under --strategy lora: the projection a LoraAdapter wraps
+        self.add(f"{prefix}.weight", layer.kernel, "linear", inputs)
+        if bias:
+            self.add(f"{prefix}.bias", layer.bias, "vector")
+
+
+def weight_map(net: Classifier) -> list[WeightSpec]:
+    """Every weight of ``net`` under its transformers name (without the family's prefix)."""
+    from tl_tensorflow.network import family_module
+
+    module = family_module(net.family)
+    specs = module.weight_map(net)
     mapped = {id(s.variable) for s in specs}
-    unused = {id(v) for v in backbone.get_layer("pooled_dense").weights} if net.per_token else set()
+    unused = {id(v) for v in getattr(module, "unused_variables", lambda _: [])(net)}
     unused |= {id(v) for v in net.weights if "lora_" in v.path}  # LoRA matrices: tl_tensorflow.strategies
     unmapped = [v.path for v in net.weights if id(v) not in mapped and id(v) not in unused]
     if unmapped or len(mapped) != len(specs):
         import keras_hub
 
         raise TLError(
-            f"keras-hub {keras_hub.__version__} has a BertBackbone that tl_tensorflow cannot map to "
-            f"transformers weights (unmapped variables: {', '.join(unmapped[:5]) or 'none'}); "
-            "install a keras-hub release tl supports"
+            f"tl_tensorflow cannot map every variable of its {net.family.name} network to transformers weights "
+            f"(keras-hub {keras_hub.__version__}; unmapped: {', '.join(unmapped[:5]) or 'none'}, "
+            f"{len(specs) - len(mapped)} mapped twice); install a keras-hub release tl supports"
         )
     return specs
 
@@ -123,43 +111,45 @@ def _normalize_key(key: str) -> str:
     return key
 
 
-def _ignored(key: str, head_is_new: bool, per_token: bool = False) -> bool:
-    return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES) or (
-        head_is_new and key.startswith("classifier.")
-    ) or (per_token and key.startswith("pooler."))
+def _ignored(key: str, family, head_is_new: bool, per_token: bool) -> bool:
+    return key.endswith(family.buffers) or key.startswith(family.ignored_prefixes) or (
+        head_is_new and family.is_head(key)
+    ) or (per_token and key.startswith(family.sequence_only))
 
 
-def assign_state(net: BertClassifier, state: dict[str, np.ndarray], source: str, *, head_is_new: bool) -> None:
-    """Set every weight of ``net`` from ``state`` (transformers names); a fresh head keeps its init."""
+def assign_state(net: Classifier, state: dict[str, np.ndarray], source: str, *, head_is_new: bool) -> None:
+    """Set every weight of ``net`` from ``state`` (transformers names without the family prefix); a
+    fresh head keeps its initialisation. A mismatch names the first missing, misshapen or unexpected
+    tensor."""
+    family = net.family
     state = {_normalize_key(k): v for k, v in state.items()}
-    specs = [s for s in weight_map(net) if not (head_is_new and s.key.startswith("classifier."))]
+    specs = [s for s in weight_map(net) if not (head_is_new and family.is_head(s.key))]
     missing = [s.key for s in specs if s.key not in state]
     if missing:
-        shown = ", ".join(missing[:5]) + (f", ... ({len(missing) - 5} more)" if len(missing) > 5 else "")
         raise UsageError(
-            f"{source} lacks {len(missing)} BERT weights ({shown}); is it a BERT checkpoint?"
+            f"{source} lacks {len(missing)} of the {len(specs)} weights a {family.name} model of this config.json "
+            f"has, the first being {family.full_name(missing[0])}; is it a {family.name} checkpoint?"
         )
     mismatched = [
-        f"{s.key} {tuple(state[s.key].shape)} (expected {s.hf_shape})"
+        f"{family.full_name(s.key)} {tuple(state[s.key].shape)} (config.json implies {s.hf_shape})"
         for s in specs
         if tuple(state[s.key].shape) != s.hf_shape
     ]
     if mismatched:
-        raise UsageError(f"{source}: weights with unexpected shapes: {'; '.join(mismatched[:3])}")
+        raise UsageError(f"{source}: {len(mismatched)} weights do not match config.json, the first being {mismatched[0]}")
     known = {s.key for s in specs}
-    unused = sorted(k for k in state if k not in known and not _ignored(k, head_is_new, net.per_token))
+    unused = sorted(k for k in state if k not in known and not _ignored(k, family, head_is_new, net.per_token))
     if unused:
-        shown = ", ".join(unused[:5]) + (f", ... ({len(unused) - 5} more)" if len(unused) > 5 else "")
         raise UsageError(
-            f"{source} has {len(unused)} weights that a BERT classifier does not use ({shown}); "
-            "tl supports the plain BERT architecture"
+            f"{source} has {len(unused)} weights that a {family.name} classifier does not use, the first being "
+            f"{family.full_name(unused[0])}; does config.json describe these weights?"
         )
     for s in specs:
         s.variable.assign(s.to_keras(np.asarray(state[s.key], dtype=np.float32)))
 
 
-def read_state(net: BertClassifier) -> dict[str, np.ndarray]:
-    """Every weight of ``net`` in transformers names and layouts (encoder keys without ``bert.``)."""
+def read_state(net: Classifier) -> dict[str, np.ndarray]:
+    """Every weight of ``net`` in transformers names and layouts (without the family prefix)."""
     return {
         s.key: np.ascontiguousarray(s.to_hf(np.asarray(s.variable.numpy(), dtype=np.float32)))
         for s in weight_map(net)

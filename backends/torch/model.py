@@ -1,5 +1,5 @@
-"""The tl Model of the torch backend: a transformers BERT classifier (``tl_torch.network``) on one
-device, run in inference mode and saved in the transformers format."""
+"""The tl Model of the torch backend: a transformers classifier of the checkpoint's family
+(``tl_torch.network``) on one device, run in inference mode and saved in the transformers format."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 
 from tl.data.batching import Batch, unpad
 from tl.data.tokenization import Tokenizer
-from tl.interfaces import HEAD_TOKEN_CLASSIFICATION, HeadSpec, Model
+from tl.interfaces import HEAD_TOKEN_CLASSIFICATION, Family, HeadSpec, Model
+from tl.models.families import family_for
 from tl.training.strategies import Strategy
 from tl_torch.network import build_module, load_module
 from tl_torch.runtime import select_device
@@ -39,6 +40,8 @@ class TorchModel(Model):
         self.info = info
         self.precision = "fp32"
         self.strategy = Strategy()
+        #: Whether the module takes token type ids (``Family.token_type_ids``; DistilBERT's does not).
+        self.token_types = family_of(module).token_type_ids
 
     def autocast(self):
         if self.precision in ("bf16", "fp16"):
@@ -53,7 +56,7 @@ class TorchModel(Model):
         per_token = self.head.kind == HEAD_TOKEN_CLASSIFICATION
         with torch.inference_mode(), self.autocast():
             for b in batches:
-                out = self.module(**to_inputs(b, dev)).logits.float().cpu().numpy()
+                out = self.module(**to_inputs(b, dev, self.token_types)).logits.float().cpu().numpy()
                 if per_token:
                     outs.extend(unpad(out, b.attention_mask))
                 else:
@@ -77,12 +80,19 @@ class TorchModel(Model):
         self.module.save_pretrained(directory, safe_serialization=True)
 
 
-def to_inputs(b: Batch, dev: torch.device) -> dict[str, torch.Tensor]:
-    return {
+def family_of(module) -> Family:
+    """The family of a transformers module (through PEFT's wrapper under LoRA)."""
+    return family_for(module.config.to_dict(), "the model's config")
+
+
+def to_inputs(b: Batch, dev: torch.device, token_types: bool = True) -> dict[str, torch.Tensor]:
+    inputs = {
         "input_ids": torch.from_numpy(b.input_ids).long().to(dev, non_blocking=True),
         "attention_mask": torch.from_numpy(b.attention_mask).long().to(dev, non_blocking=True),
-        "token_type_ids": torch.from_numpy(b.token_type_ids).long().to(dev, non_blocking=True),
     }
+    if token_types:
+        inputs["token_type_ids"] = torch.from_numpy(b.token_type_ids).long().to(dev, non_blocking=True)
+    return inputs
 
 
 def build(checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int, info: dict,

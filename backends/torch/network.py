@@ -1,6 +1,6 @@
-"""The transformers modules of tl's BERT classifiers: ``BertForSequenceClassification`` for sequence
-heads, ``BertForTokenClassification`` for token heads (``HEADS``), built from a checkpoint's config
-and loaded with transformers' own weight names (no weight map needed)."""
+"""The transformers modules of tl's classifiers: the family's own task class for each head kind
+(``Family.architectures``: ``BertForSequenceClassification``, ``RobertaForTokenClassification``, ...),
+built from a checkpoint's config and loaded with transformers' own weight names (no weight map)."""
 
 from __future__ import annotations
 
@@ -10,52 +10,63 @@ from pathlib import Path
 import torch
 
 from tl.errors import UsageError
-from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, HeadSpec
-from tl.models.hf_checkpoint import check_checkpoint_dir, classifier_config, read_config
-
-#: Head kind -> the transformers class (same weight names ``classifier.weight/bias``, and id2label in
-#: config.json). A new head kind is a new entry here and in ``Capabilities.heads``.
-HEADS = {
-    HEAD_SEQUENCE_CLASSIFICATION: "BertForSequenceClassification",
-    HEAD_TOKEN_CLASSIFICATION: "BertForTokenClassification",
-}
+from tl.interfaces import Family, HeadSpec
+from tl.models.hf_checkpoint import check_checkpoint_dir, checkpoint_family, classifier_config, read_config
 
 
-def head_class(head: HeadSpec):
+def head_class(family: Family, head: HeadSpec):
+    """The transformers class of ``family`` for ``head``: ``transformers.<name>``, or for a class
+    outside transformers ``"package.module:Class"`` (a ``PreTrainedModel`` subclass)."""
+    import importlib
+
     import transformers
 
+    name = family.architectures.get(head.kind)
+    if name is None:
+        raise UsageError(f"model family {family.name!r} has no {head.kind!r} head (heads: {', '.join(family.heads)})")
+    module, _, attribute = name.rpartition(":")
     try:
-        return getattr(transformers, HEADS[head.kind])
-    except KeyError:
-        raise UsageError(f"the torch backend cannot build a {head.kind!r} head (heads: {', '.join(HEADS)})") from None
+        return getattr(importlib.import_module(module) if module else transformers, attribute)
+    except (ImportError, AttributeError):
+        where = module or f"transformers {transformers.__version__}"
+        raise UsageError(f"{where} has no {attribute} (model family {family.name!r}); upgrade it or fix the "
+                         "family's architectures") from None
 
 
-def hf_config(checkpoint: Path, head: HeadSpec):
-    """The checkpoint's BERT config with ``head``'s labels."""
-    from transformers import BertConfig
-
+def hf_config(checkpoint: Path, head: HeadSpec, family: Family | None = None):
+    """The checkpoint's config, as the head class's config class, with ``head``'s labels."""
     base = read_config(checkpoint)
-    return BertConfig(**classifier_config(base, head))
+    family = checkpoint_family(checkpoint, base) if family is None else family
+    config = classifier_config(base, head, family)
+    config.pop("model_type", None)
+    try:
+        return head_class(family, head).config_class(**config)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{checkpoint}/config.json: {str(exc).splitlines()[0]}") from None
 
 
 def build_module(checkpoint: Path, head: HeadSpec, *, init: str, seed: int) -> torch.nn.Module:
     """``checkpoint``'s encoder (``init='pretrained'``: its weights; ``'scratch'``: random ones) with a
     fresh head for ``head``, on the CPU."""
-    cls = head_class(head)
     check_checkpoint_dir(checkpoint)
-    config = hf_config(checkpoint, head)
+    family = checkpoint_family(checkpoint)
+    cls = head_class(family, head)
+    config = hf_config(checkpoint, head, family)
     torch.manual_seed(seed)  # the fresh head (and scratch weights) are seeded
-    return cls(config) if init == "scratch" else _from_pretrained(cls, checkpoint, config, head_is_new=True)
+    if init == "scratch":
+        return cls(config)
+    return _from_pretrained(cls, checkpoint, config, family, head_is_new=True)
 
 
 def load_module(directory: Path, head: HeadSpec) -> torch.nn.Module:
     """A fine-tuned model directory (weights include the head), on the CPU."""
-    cls = head_class(head)
-    config = hf_config(directory, head)
-    return _from_pretrained(cls, directory, config, head_is_new=False)
+    family = checkpoint_family(directory)
+    cls = head_class(family, head)
+    config = hf_config(directory, head, family)
+    return _from_pretrained(cls, directory, config, family, head_is_new=False)
 
 
-def _from_pretrained(cls, directory: Path, config, head_is_new: bool):
+def _from_pretrained(cls, directory: Path, config, family: Family, head_is_new: bool):
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
@@ -75,13 +86,28 @@ def _from_pretrained(cls, directory: Path, config, head_is_new: bool):
         raise UsageError(f"cannot load weights from {directory}: {first}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    missing = [k for k in loading.get("missing_keys", []) if not (head_is_new and k.startswith("classifier."))]
+    missing = [k for k in loading.get("missing_keys", []) if not (head_is_new and family.is_head(k))]
     if missing:
         raise UsageError(
-            f"{directory}/model.safetensors lacks {len(missing)} BERT weights (e.g. {missing[0]}); "
-            "is it a BERT checkpoint?"
+            f"{directory}/model.safetensors lacks {len(missing)} weights a {family.name} model of this config.json "
+            f"has, the first being {missing[0]}; is it a {family.name} checkpoint?"
         )
     mismatched = loading.get("mismatched_keys", [])
     if mismatched:
-        raise UsageError(f"{directory}: weights with unexpected shapes: {mismatched[:3]}")
+        raise UsageError(f"{directory}: {len(mismatched)} weights do not match config.json, the first being "
+                         f"{_describe(mismatched[0])}")
+    unexpected = [k for k in loading.get("unexpected_keys", [])
+                  if not (family.short_name(k).endswith(family.buffers)
+                          or family.short_name(k).startswith(family.ignored_prefixes + family.sequence_only))]
+    if unexpected:
+        raise UsageError(f"{directory}/model.safetensors has {len(unexpected)} weights that a {family.name} "
+                         f"classifier does not use, the first being {unexpected[0]}; does config.json describe "
+                         "these weights?")
     return module
+
+
+def _describe(entry) -> str:
+    if isinstance(entry, (tuple, list)) and len(entry) == 3:
+        key, found, expected = entry
+        return f"{key} {tuple(found)} (config.json implies {tuple(expected)})"
+    return str(entry)

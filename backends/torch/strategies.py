@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tl.models.adapters import MODULES_TO_SAVE, write_adapters
+from tl.interfaces import Family
+from tl.models.adapters import modules_to_save, write_adapters
 from tl.training.strategies import (
-    LORA_TARGETS,
     Strategy,
     depth,
     encoder_inference_mode,
@@ -26,15 +26,23 @@ PEFT_PARTS = ("base_model.model.", "modules_to_save.default.", "base_layer.")
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def hf_name(name: str) -> str:
-    """A (possibly peft-wrapped) parameter name as in a transformers checkpoint, without ``bert.``."""
+def hf_name(name: str, family: Family | None = None) -> str:
+    """A (possibly peft-wrapped) parameter name as in a transformers checkpoint, without the family's
+    base-model prefix."""
     for part in PEFT_PARTS:
         name = name.replace(part, "")
-    return strip_prefix(name.replace(".default.", "."))  # lora_A.default.weight -> lora_A.weight
+    return strip_prefix(name.replace(".default.", "."), family)  # lora_A.default.weight -> lora_A.weight
 
 
 def num_layers(module: torch.nn.Module) -> int:
-    return int(module.config.num_hidden_layers)
+    config = module.config
+    return int(getattr(config, "num_hidden_layers", None) or config.n_layers)  # DistilBERT: n_layers
+
+
+def family(module: torch.nn.Module) -> Family:
+    from tl_torch.model import family_of
+
+    return family_of(module)
 
 
 def is_lora(module: torch.nn.Module) -> bool:
@@ -45,9 +53,9 @@ def _counted(name: str) -> bool:
     return "original_module" not in name  # peft's untouched copy of a modules_to_save layer
 
 
-def _lora_trains(name: str, layers: int) -> bool:
+def _lora_trains(name: str, layers: int, fam: Family) -> bool:
     """Under LoRA: the adapters and the head (peft's trained copy of it)."""
-    return _counted(name) and ("lora_" in name or depth(hf_name(name), layers) == 0)
+    return _counted(name) and ("lora_" in name or depth(hf_name(name, fam), layers, fam) == 0)
 
 
 def prepare(module: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
@@ -57,24 +65,25 @@ def prepare(module: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
         return module
     from peft import LoraConfig, TaskType, get_peft_model
 
+    fam = family(module)
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=strategy.lora_rank, lora_alpha=strategy.lora_alpha,
-                        lora_dropout=strategy.lora_dropout, target_modules=list(LORA_TARGETS),
-                        modules_to_save=list(MODULES_TO_SAVE), bias="none")
+                        lora_dropout=strategy.lora_dropout, target_modules=list(fam.lora),
+                        modules_to_save=list(modules_to_save(fam)), bias="none")
     return get_peft_model(module, config)
 
 
 def set_epoch(module: torch.nn.Module, strategy: Strategy, epoch: int) -> None:
     """Freeze and unfreeze for ``epoch``; call after ``module.train()``."""
-    layers = num_layers(module)
+    layers, fam = num_layers(module), family(module)
     for name, p in module.named_parameters():
         if strategy.lora:
-            p.requires_grad = _lora_trains(name, layers)
+            p.requires_grad = _lora_trains(name, layers, fam)
         else:
-            p.requires_grad = trains(hf_name(name), strategy, epoch, layers)
+            p.requires_grad = trains(hf_name(name, fam), strategy, epoch, layers, fam)
     if encoder_inference_mode(strategy):
-        bert = module.bert
-        bert.embeddings.eval()
-        bert.encoder.eval()
+        getattr(module, fam.prefix).eval()  # the base model: embeddings and encoder (and BERT's pooler)
+        for name in fam.head_modules:
+            getattr(module, name).train()
 
 
 def optimizer_groups(module: torch.nn.Module, strategy: Strategy, weight_decay: float) -> list[dict]:
@@ -82,16 +91,16 @@ def optimizer_groups(module: torch.nn.Module, strategy: Strategy, weight_decay: 
     (``lr_scale``, multiplied into the group's rate by the caller). No weight decay on biases and
     LayerNorm weights (the BERT recipe). Parameters frozen now but unfrozen later are included:
     AdamW skips a parameter without a gradient."""
-    layers = num_layers(module)
+    layers, fam = num_layers(module), family(module)
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in module.named_parameters():
-        if strategy.lora and not _lora_trains(name, layers):
+        if strategy.lora and not _lora_trains(name, layers, fam):
             continue
-        key = hf_name(name)
-        decays = not (p.ndim < 2 or "LayerNorm" in name)
-        group = groups.setdefault((depth(key, layers), decays), {
+        key = hf_name(name, fam)
+        decays = not (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name)
+        group = groups.setdefault((depth(key, layers, fam), decays), {
             "params": [], "weight_decay": weight_decay if decays else 0.0,
-            "lr_scale": lr_scale(key, layers, strategy),
+            "lr_scale": lr_scale(key, layers, strategy, fam),
         })
         group["params"].append(p)
     return [groups[k] for k in sorted(groups)]
@@ -112,7 +121,7 @@ def finish(module: torch.nn.Module, strategy: Strategy) -> torch.nn.Module:
 
 def save_adapters(module: torch.nn.Module, directory: Path, strategy: Strategy, base: str) -> None:
     """The adapters and head alone, in PEFT's format (``tl.models.adapters``)."""
-    layers = num_layers(module)
-    tensors = {hf_name(n): p.detach().float().cpu().numpy() for n, p in module.named_parameters()
-               if _lora_trains(n, layers)}
-    write_adapters(directory, {k: np.asarray(v) for k, v in tensors.items()}, strategy, base)
+    layers, fam = num_layers(module), family(module)
+    tensors = {hf_name(n, fam): p.detach().float().cpu().numpy() for n, p in module.named_parameters()
+               if _lora_trains(n, layers, fam)}
+    write_adapters(directory, {k: np.asarray(v) for k, v in tensors.items()}, strategy, base, fam)

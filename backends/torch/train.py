@@ -104,7 +104,7 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
                 rows, targets = (int(round(all_reduce_sum(float(n), dev))) for n in (rows, targets))
             step_loss = torch.zeros((), dtype=torch.float32, device=dev)
             for batch in group:
-                inputs = to_inputs(batch, dev)
+                inputs = to_inputs(batch, dev, model.token_types)
                 labels = torch.from_numpy(batch.labels).to(dev, non_blocking=True)
                 with model.autocast():
                     logits = module(**inputs).logits

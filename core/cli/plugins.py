@@ -8,6 +8,8 @@ import click
 
 from tl.errors import UsageError
 
+KINDS = ("backend", "task", "dataset", "model", "family")
+
 
 def _status(kind: str, obj) -> str:
     if kind == "backend":
@@ -15,18 +17,22 @@ def _status(kind: str, obj) -> str:
         return "available" if not missing else f"unavailable: needs {', '.join(missing)} ({obj.install_hint})"
     if kind in ("model", "dataset"):
         return getattr(obj, "source", "") or "-"
+    if kind == "family":
+        where = "torch, tensorflow" if obj.tensorflow else "torch only"
+        return f"model_type {', '.join(obj.model_types)}; {obj.tokenizer}; {where}"
     return "available"
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
-    """List backends, tasks, datasets and model aliases, with the distribution that provides each."""
+    """List backends, tasks, datasets, model aliases and model families, with the distribution that
+    provides each."""
     from tl.cli.common import load_registry
 
     registry, _ = load_registry(warn=False)
     rows = []
-    for kind in ("backend", "task", "dataset", "model"):
+    for kind in KINDS:
         for name in registry.names(kind):
             obj = registry.items[kind][name]
             rows.append({
@@ -39,9 +45,9 @@ def plugins(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"plugins": rows, "failures": failures, "warnings": warnings}, indent=2))
         return
-    for kind in ("backend", "task", "dataset", "model"):
+    for kind in KINDS:
         chosen = [r for r in rows if r["kind"] == kind]
-        click.echo(click.style(f"{kind}s", bold=True))
+        click.echo(click.style("families" if kind == "family" else f"{kind}s", bold=True))
         if not chosen:
             click.echo("  (none)")
         w = max((len(r["name"]) for r in chosen), default=0)

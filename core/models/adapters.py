@@ -19,22 +19,28 @@ from pathlib import Path
 import numpy as np
 
 from tl.errors import UsageError
-from tl.models.hf_checkpoint import CONFIG_NAME, load_state, save_state, write_json
-from tl.training.strategies import LORA_TARGETS, Strategy, strip_prefix
+from tl.interfaces import Family
+from tl.models.hf_checkpoint import CONFIG_NAME, checkpoint_family, load_state, save_state, write_json
+from tl.training.strategies import Strategy, strip_prefix
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 PEFT_PREFIX = "base_model.model."
-MODULES_TO_SAVE = ("classifier", "pooler")
 
 
-def peft_key(key: str) -> str:
-    """transformers name without ``bert.`` -> PEFT's saved name (``classifier.*`` is not under ``bert.``)."""
-    return PEFT_PREFIX + (key if key.startswith("classifier.") else f"bert.{key}")
+def modules_to_save(family: Family) -> tuple[str, ...]:
+    """The modules PEFT trains in full and saves beside the adapters: the head's, and base-model
+    modules only the sequence head uses (BERT's pooler)."""
+    return family.head_modules + tuple(p.rstrip(".") for p in family.sequence_only)
 
 
-def tl_key(key: str) -> str:
-    return strip_prefix(key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key)
+def peft_key(key: str, family: Family) -> str:
+    """transformers name without the family prefix -> PEFT's saved name (the head is not under the prefix)."""
+    return PEFT_PREFIX + family.full_name(key)
+
+
+def tl_key(key: str, family: Family | None = None) -> str:
+    return strip_prefix(key[len(PEFT_PREFIX):] if key.startswith(PEFT_PREFIX) else key, family)
 
 
 def has_adapters(directory: Path) -> bool:
@@ -42,25 +48,26 @@ def has_adapters(directory: Path) -> bool:
 
 
 def write_adapters(directory: Path, tensors: dict[str, np.ndarray], strategy: Strategy, base: str,
-                   task_type: str = "SEQ_CLS") -> None:
-    """``tensors``: transformers names without ``bert.`` (``...query.lora_A.weight``, head weights)."""
+                   family: Family, task_type: str = "SEQ_CLS") -> None:
+    """``tensors``: transformers names without the family prefix (``...query.lora_A.weight``, head weights)."""
     from safetensors.numpy import save_file
 
-    save_file({peft_key(k): np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+    save_file({peft_key(k, family): np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
               str(Path(directory) / ADAPTER_WEIGHTS), metadata={"format": "pt"})
     write_json(Path(directory) / ADAPTER_CONFIG, {
         "peft_type": "LORA", "task_type": task_type, "base_model_name_or_path": base,
         "r": strategy.lora_rank, "lora_alpha": strategy.lora_alpha, "lora_dropout": strategy.lora_dropout,
-        "target_modules": list(LORA_TARGETS), "modules_to_save": list(MODULES_TO_SAVE), "bias": "none",
+        "target_modules": list(family.lora), "modules_to_save": list(modules_to_save(family)), "bias": "none",
         "fan_in_fan_out": False, "inference_mode": True, "init_lora_weights": True,
     })
 
 
-def merge(base: dict[str, np.ndarray], adapters: dict[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
-    """Base weights (transformers names, ``bert.`` optional) with every adapter folded in and the
-    adapters' head weights replacing the base's."""
-    state = {strip_prefix(k): v for k, v in base.items()}
-    adapters = {tl_key(k): v for k, v in adapters.items()}
+def merge(base: dict[str, np.ndarray], adapters: dict[str, np.ndarray], scale: float,
+          family: Family | None = None) -> dict[str, np.ndarray]:
+    """Base weights (transformers names, the family prefix optional) with every adapter folded in and
+    the adapters' head weights replacing the base's."""
+    state = {strip_prefix(k, family): v for k, v in base.items()}
+    adapters = {tl_key(k, family): v for k, v in adapters.items()}
     for key, a in adapters.items():
         if ".lora_A." not in key:
             continue
@@ -94,10 +101,11 @@ def materialize(directory: Path) -> Path:
     from safetensors.numpy import load_file
 
     scale = float(config["lora_alpha"]) / float(config["r"])
-    state = merge(load_state(base), load_file(str(directory / ADAPTER_WEIGHTS)), scale)
+    family = checkpoint_family(base)
+    state = merge(load_state(base, family), load_file(str(directory / ADAPTER_WEIGHTS)), scale, family)
     out = Path(tempfile.mkdtemp(prefix="tl-merged-"))
     atexit.register(shutil.rmtree, out, True)
-    save_state(state, out)
+    save_state(state, out, family)
     for name in (CONFIG_NAME, "tokenizer.json", "vocab.txt", "tl.json", "tokenizer_config.json",
                  "special_tokens_map.json"):
         if (directory / name).is_file():

@@ -1,9 +1,9 @@
-"""Hugging Face BERT checkpoint directories, read and written without a framework.
+"""Hugging Face checkpoint directories, read and written without a framework.
 
-The saved-model format of every backend is the one ``transformers`` writes for
-``BertForSequenceClassification`` (``BertForTokenClassification`` for token heads, which has no pooler):
-``config.json`` (with ``id2label``/``label2id``), ``model.safetensors`` (encoder keys prefixed ``bert.``,
-head keys ``classifier.*``), tokenizer files, plus ``tl.json``.
+The saved-model format of every backend is the one ``transformers`` writes for the family's task
+class (``BertForSequenceClassification``, ``RobertaForTokenClassification``, ...: ``Family.architectures``):
+``config.json`` (with ``id2label``/``label2id``), ``model.safetensors`` (base-model keys prefixed with
+the family's ``prefix``, head keys as the head names them), tokenizer files, plus ``tl.json``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tl.errors import UsageError
-from tl.interfaces import HeadSpec
+from tl.interfaces import Family, HeadSpec
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -114,24 +114,24 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise UsageError(f"cannot read {path}: {exc}") from None
     if not isinstance(config, dict):
         raise UsageError(f"{path} is not a JSON object")
-    model_type = config.get("model_type")
-    if model_type != "bert":
-        raise UsageError(f"{path}: model_type is {model_type!r}; tl supports BERT-architecture checkpoints ('bert')")
     return config
 
 
-#: The transformers class whose weight layout and config.json each head kind saves.
-ARCHITECTURES = {
-    "sequence_classification": "BertForSequenceClassification",
-    "token_classification": "BertForTokenClassification",
-}
+def checkpoint_family(directory: str | Path, config: dict[str, Any] | None = None) -> Family:
+    """The family of the checkpoint in ``directory`` (from config.json's ``model_type``)."""
+    from tl.models.families import family_for
+
+    config = read_config(directory) if config is None else config
+    return family_for(config, Path(directory) / CONFIG_NAME)
 
 
-def classifier_config(base: dict[str, Any], head: HeadSpec) -> dict[str, Any]:
-    """config.json of a classifier with ``head`` built on ``base`` (a BERT config)."""
+def classifier_config(base: dict[str, Any], head: HeadSpec, family: Family) -> dict[str, Any]:
+    """config.json of a ``family`` classifier with ``head`` built on ``base`` (the checkpoint's config)."""
+    if head.kind not in family.architectures:
+        raise UsageError(f"model family {family.name!r} has no {head.kind!r} head (heads: {', '.join(family.heads)})")
     drop = ("_name_or_path", "architectures", "id2label", "label2id")
     config = {k: v for k, v in base.items() if k not in drop}
-    config["architectures"] = [ARCHITECTURES.get(head.kind, ARCHITECTURES["sequence_classification"])]
+    config["architectures"] = [family.architectures[head.kind].rpartition(":")[2]]
     config["id2label"] = {str(i): label for i, label in enumerate(head.labels)}
     config["label2id"] = {label: i for i, label in enumerate(head.labels)}
     if head.kind == "sequence_classification":
@@ -141,8 +141,9 @@ def classifier_config(base: dict[str, Any], head: HeadSpec) -> dict[str, Any]:
     return config
 
 
-def load_state(directory: str | Path) -> dict[str, np.ndarray]:
-    """Weights as numpy arrays with the ``bert.`` prefix removed from encoder keys."""
+def load_state(directory: str | Path, family: Family | None = None) -> dict[str, np.ndarray]:
+    """Weights as numpy arrays, named without the family's base-model prefix (``Family.short_name``;
+    None: the family of the directory's config.json)."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
@@ -151,20 +152,15 @@ def load_state(directory: str | Path) -> dict[str, np.ndarray]:
         raw = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise UsageError(f"{path} is corrupted or truncated ({exc}); re-download or re-save the model") from None
-    state = {}
-    for key, value in raw.items():
-        state[key[len("bert."):] if key.startswith("bert.") else key] = value
-    return state
+    family = checkpoint_family(directory) if family is None else family
+    return {family.short_name(key): value for key, value in raw.items()}
 
 
-def save_state(state: dict[str, np.ndarray], directory: str | Path) -> None:
-    """Write ``state`` (encoder keys without prefix, head keys ``classifier.*``) as transformers does."""
+def save_state(state: dict[str, np.ndarray], directory: str | Path, family: Family) -> None:
+    """Write ``state`` (names without the family prefix) as transformers names it (``Family.full_name``)."""
     from safetensors.numpy import save_file
 
-    out = {}
-    for key, value in state.items():
-        name = key if key.startswith("classifier.") else f"bert.{key}"
-        out[name] = np.ascontiguousarray(value)
+    out = {family.full_name(key): np.ascontiguousarray(value) for key, value in state.items()}
     save_file(out, str(Path(directory) / WEIGHTS_NAME), metadata={"format": "pt"})
 
 
@@ -173,10 +169,11 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def validate_checkpoint(directory: str | Path) -> dict[str, Any]:
-    """Everything checkable without a framework: layout, a BERT config.json, an intact
+    """Everything checkable without a framework: layout, a config.json of a known family, an intact
     model.safetensors. Returns the config."""
     check_checkpoint_dir(directory)
     config = read_config(directory)
+    checkpoint_family(directory, config)
     verify_weights(directory)
     return config
 

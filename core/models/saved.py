@@ -14,7 +14,7 @@ from tl.data.tokenization import Tokenizer
 from tl.errors import UsageError
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Backend, HeadSpec, Model, Task
 from tl.models.adapters import materialize
-from tl.models.hf_checkpoint import META_NAME, read_meta, validate_checkpoint, write_json
+from tl.models.hf_checkpoint import META_NAME, checkpoint_family, read_meta, validate_checkpoint, write_json
 
 
 def save_model(model: Model, directory: Path, meta: dict[str, Any]) -> Path:
@@ -25,13 +25,15 @@ def save_model(model: Model, directory: Path, meta: dict[str, Any]) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     model.save_weights(tmp)
-    model.tokenizer.save(tmp)
+    family = checkpoint_family(tmp)
+    model.tokenizer.save(tmp, tokenizer_class=family.tokenizer_class)
     full = {
         "format": 1,
         "task": meta.get("task"),
         "head": model.head.kind,
         "labels": list(model.head.labels),
         "backend": model.backend,
+        "family": family.name,
         "max_length": meta.get("max_length", 128),
         "base_model": model.info.get("base_model"),
         "base_checkpoint": model.info.get("base_checkpoint"),

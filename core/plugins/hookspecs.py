@@ -29,6 +29,11 @@ def tl_register_models(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
+def tl_register_families(register: Callable[[Any], None]) -> None:
+    """Register model families (``tl.interfaces.Family`` entries) by calling ``register(family)``."""
+
+
+@hookspec
 def tl_register_commands(cli: Any) -> None:
     """Add click commands to the ``tl`` command group ``cli``."""
 

@@ -27,13 +27,14 @@ from tl.errors import BackendUnavailable, PluginError, UsageError
 if TYPE_CHECKING:
     from tl.interfaces import Backend
 
-KINDS = ("backend", "task", "dataset", "model")
+KINDS = ("backend", "task", "dataset", "model", "family")
 #: The registration hook of each kind, in the order ``build_registry`` calls them.
 REGISTRATION_HOOKS = {
     "backend": "tl_register_backends",
     "task": "tl_register_tasks",
     "dataset": "tl_register_datasets",
     "model": "tl_register_models",
+    "family": "tl_register_families",
 }
 
 

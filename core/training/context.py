@@ -13,7 +13,7 @@ from typing import Any
 from tl.data.batching import Encoded
 from tl.data.examples import Splits
 from tl.data.tokenization import Tokenizer
-from tl.interfaces import Backend, Model, Task
+from tl.interfaces import Backend, Family, Model, Task
 from tl.plugins import Registry
 from tl.training.config import RunConfig, TrainSettings
 from tl.training.distributed import World
@@ -35,6 +35,7 @@ class RunContext:
     backend: Backend | None = None
     world: World = field(default_factory=World)
     checkpoint: Path | None = None
+    family: Family | None = None
     model_source: str = ""
     splits: Splits | None = None
     labels: tuple[str, ...] = ()

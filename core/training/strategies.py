@@ -1,9 +1,11 @@
 """Transfer strategies, the same on every backend: which weights train, at which learning rate, when.
 
-Weights are named as in a transformers BERT checkpoint without the ``bert.`` prefix, and grouped by
-depth from the top: the head (``classifier``, and ``pooler``, BERT's [CLS] projection, which exists
-for pre-training and is re-learned with the head) is depth 0, encoder layer ``i`` of ``L`` is depth
-``L - i``, the embeddings are depth ``L + 1``.
+Weights are named as in a transformers checkpoint without the family's base-model prefix (``bert.``,
+``roberta.``: ``Family.short_name``), and grouped by depth from the top: the head (the family's
+``head_modules``, and base-model weights only the sequence head uses such as BERT's ``pooler``, the
+[CLS] projection, which exists for pre-training and is re-learned with the head) is depth 0, encoder
+layer ``i`` of ``L`` (``Family.layer_pattern``) is depth ``L - i``, the embeddings are depth ``L + 1``.
+The family defaults to BERT.
 
 - ``finetune``: every weight trains (``--layer-lr-decay`` < 1 gives lower layers smaller rates).
 - ``freeze``: feature extraction. The encoder is frozen and runs in inference mode (no dropout, no
@@ -20,14 +22,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tl.interfaces import Family
 
 STRATEGIES = ("finetune", "freeze", "gradual-unfreeze", "lora")
-#: Projections LoRA adapts (transformers module names inside ``attention.self``).
+#: Projections LoRA adapts in BERT (transformers module names inside ``attention.self``); other
+#: families name theirs in ``Family.lora``.
 LORA_TARGETS = ("query", "value")
-HEAD_PREFIXES = ("classifier.", "pooler.")
-
-_LAYER = re.compile(r"^encoder\.layer\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -47,25 +50,40 @@ class Strategy:
         return asdict(self)
 
 
-def strip_prefix(key: str) -> str:
-    """A transformers parameter name without the model's ``bert.`` prefix."""
-    return key[len("bert."):] if key.startswith("bert.") else key
+def _family(family: Family | None) -> Family:
+    if family is not None:
+        return family
+    from tl.models.families import builtin
+
+    return builtin("bert")
 
 
-def depth(key: str, num_layers: int) -> int:
+def strip_prefix(key: str, family: Family | None = None) -> str:
+    """A transformers parameter name without the model's base-model prefix (``bert.``)."""
+    return _family(family).short_name(key)
+
+
+def head_prefixes(family: Family | None = None) -> tuple[str, ...]:
+    """Name prefixes of the weights that train with the head (depth 0)."""
+    family = _family(family)
+    return tuple(f"{m}." for m in family.head_modules) + family.sequence_only
+
+
+def depth(key: str, num_layers: int, family: Family | None = None) -> int:
     """0 for the head, ``num_layers - i`` for encoder layer ``i``, ``num_layers + 1`` for embeddings."""
-    key = strip_prefix(key)
-    if key.startswith(HEAD_PREFIXES):
+    family = _family(family)
+    key = family.short_name(key)
+    if key.startswith(head_prefixes(family)):
         return 0
-    match = _LAYER.match(key)
+    match = re.match(family.layer_pattern, key)
     if match:
-        return num_layers - int(match.group(1))
+        return max(num_layers - int(match.group(1)), 1)
     return num_layers + 1
 
 
-def lr_scale(key: str, num_layers: int, strategy: Strategy) -> float:
+def lr_scale(key: str, num_layers: int, strategy: Strategy, family: Family | None = None) -> float:
     """The factor on the learning rate of ``key``'s group (discriminative fine-tuning)."""
-    return strategy.layer_lr_decay ** depth(key, num_layers)
+    return strategy.layer_lr_decay ** depth(key, num_layers, family)
 
 
 def trainable_depth(strategy: Strategy, epoch: int, num_layers: int) -> int:
@@ -77,8 +95,8 @@ def trainable_depth(strategy: Strategy, epoch: int, num_layers: int) -> int:
     return 0  # freeze, lora: the head (and LoRA's adapters)
 
 
-def trains(key: str, strategy: Strategy, epoch: int, num_layers: int) -> bool:
-    return depth(key, num_layers) <= trainable_depth(strategy, epoch, num_layers)
+def trains(key: str, strategy: Strategy, epoch: int, num_layers: int, family: Family | None = None) -> bool:
+    return depth(key, num_layers, family) <= trainable_depth(strategy, epoch, num_layers)
 
 
 def encoder_inference_mode(strategy: Strategy) -> bool:

@@ -49,6 +49,7 @@ def run_metrics(ctx: RunContext) -> dict:
         "labels": list(ctx.labels),
         "backend": ctx.backend.name,
         "model": config.model,
+        "model_family": ctx.family.name if ctx.family else None,
         "task": ctx.task.name,
         "dataset": config.dataset,
         "seed": config.seed,

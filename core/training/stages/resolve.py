@@ -10,7 +10,7 @@ from tl.assets.wheels import tl_home
 from tl.data.loading import label_space, load_splits
 from tl.data.tokenization import Tokenizer
 from tl.errors import UsageError
-from tl.models.hf_checkpoint import convert_pickled, validate_checkpoint
+from tl.models.hf_checkpoint import checkpoint_family, convert_pickled, validate_checkpoint
 from tl.plugins.registry import get_backend
 from tl.training.context import RunContext
 from tl.training.resume import Checkpointer
@@ -30,11 +30,20 @@ def resolve(ctx: RunContext) -> None:
     checkpoint, ctx.model_source = resolve_model(config.model, ctx.registry)
     if config.allow_pickle:
         checkpoint = convert_pickled(checkpoint, tl_home())
-    validate_checkpoint(checkpoint)
+    checkpoint_config = validate_checkpoint(checkpoint)
+    ctx.family = family = checkpoint_family(checkpoint, checkpoint_config)
     ctx.checkpoint = checkpoint
+    limit = family.max_tokens(checkpoint_config)
+    if limit is not None and config.max_length > limit:  # more would index past the position table
+        ctx.say(f"tl: --max-length {config.max_length} is longer than {config.model} reads; using {limit} "
+                "(its position embeddings, special tokens included)")
+        config.max_length = limit
     if task.head_kind not in backend.capabilities.heads:
         raise UsageError(f"task {task.name!r} needs a {task.head_kind} head, which backend {backend.name!r} "
                          f"cannot build (heads: {', '.join(backend.capabilities.heads)})")
+    if task.head_kind not in family.architectures:
+        raise UsageError(f"task {task.name!r} needs a {task.head_kind} head, which model family {family.name!r} "
+                         f"does not have (heads: {', '.join(family.heads)})")
     ctx.splits = load_splits(config, ctx.registry, task)
     ctx.labels = label_space(task, ctx.splits)
     ctx.tokenizer = Tokenizer.from_dir(checkpoint)

@@ -1,0 +1,207 @@
+"""The parity table: every built-in model family x head kind x direction, on tiny random checkpoints
+written from a config (``tl.testing.tiny_checkpoint``; no downloaded weights).
+
+- token ids: tl's tokenizer gives transformers' ``AutoTokenizer`` ids (single texts and pairs);
+- logits: a model built on one backend, saved, and loaded on the other gives the same logits
+  (fp32, within 1e-4), and loads in plain transformers (``AutoModelFor*``) with the same logits and
+  the family's class in config.json's ``architectures``;
+- training: one SGD step from the same weights moves the loss the same way on both backends;
+- precision: bf16 probabilities within the 2e-2 documented for BERT (tests/test_cli.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tl.data.batching import Encoded
+from tl.data.tokenization import Tokenizer
+from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, HeadSpec
+from tl.models.families import builtin
+from tl.models.saved import save_model
+from tl.plugins import build_registry, get_plugin_manager
+from tl.plugins.registry import get_backend
+from tl.testing import tiny_checkpoint
+
+FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "deberta-v2", "mpnet")
+HEADS = (HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION)
+DIRECTIONS = (("torch", "tensorflow"), ("tensorflow", "torch"))
+WORDS = ["the", "film", "was", "great", "awful", "a", "dull", "mess", "and", "it", "is", "not", "good", "bad",
+         "plot", "acting", "##s", "##ing", "story", "music", "café", "naïve", ",", ".", "!", "?"]
+TEXTS = ["the film was great", "a dull, awful mess!", "it is not good and the plot is bad",
+         "the naïve story; the café music."]
+PAIRS = ["the acting was good", "bad", "a great film", "the story is dull"]
+LABELS = ("negative", "neutral", "positive")
+
+
+@pytest.fixture(scope="module")
+def backends():
+    registry = build_registry(get_plugin_manager(autoload=True))
+    out = {name: get_backend(registry, name) for name in ("torch", "tensorflow")}
+    for backend in out.values():
+        backend.configure(threads=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """One tiny checkpoint per family, written on first use."""
+    made: dict[str, object] = {}
+
+    def get(family: str):
+        if family not in made:
+            made[family] = tiny_checkpoint(tmp_path_factory.mktemp(family.replace("-", "_")), family, WORDS)
+        return made[family]
+
+    return get
+
+
+def _encoded(tokenizer: Tokenizer, pairs: bool = False) -> Encoded:
+    ids, types = tokenizer.encode(TEXTS, PAIRS if pairs else None, max_length=32)
+    return Encoded(ids, types, None, pad_id=tokenizer.pad_id)
+
+
+def _batches(encoded: Encoded):
+    return [encoded.collate(range(len(encoded)), pad_to_multiple_of=8)]
+
+
+def _rows(logits) -> np.ndarray:
+    """Sequence logits as they are; token logits (one array per row) stacked."""
+    return np.concatenate(logits) if isinstance(logits, list) else np.asarray(logits)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_token_ids_are_transformers(family, checkpoints):
+    transformers = pytest.importorskip("transformers")
+    directory = checkpoints(family)
+    ours = Tokenizer.from_dir(directory)
+    theirs = transformers.AutoTokenizer.from_pretrained(str(directory))
+    ids, _ = ours.encode(TEXTS, max_length=32)
+    assert [list(x) for x in ids] == theirs(TEXTS)["input_ids"]
+    pair_ids, _ = ours.encode(TEXTS, PAIRS, max_length=32)
+    assert [list(x) for x in pair_ids] == theirs(TEXTS, PAIRS)["input_ids"]
+    assert ours.pad_id == theirs.pad_token_id
+
+
+@pytest.mark.parametrize("source,target", DIRECTIONS, ids=["torch-to-tf", "tf-to-torch"])
+@pytest.mark.parametrize("head_kind", HEADS, ids=["seq", "tok"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_parity(family, head_kind, source, target, backends, checkpoints, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    checkpoint = checkpoints(family)
+    tokenizer = Tokenizer.from_dir(checkpoint)
+    head = HeadSpec(head_kind, LABELS)
+    built = backends[source].build_model(checkpoint, head, tokenizer, init="pretrained", seed=0, info={})
+    saved = save_model(built, tmp_path / "model", {"task": "parity", "max_length": 32})
+    loaded = backends[target].load_model(saved, head, Tokenizer.from_dir(saved), info={})
+    batches = _batches(_encoded(tokenizer, pairs=head_kind == HEAD_SEQUENCE_CLASSIFICATION))
+    expected = _rows(built.logits(batches))
+    got = _rows(loaded.logits(batches))
+    assert np.abs(got - expected).max() < 1e-4, f"{family} {source} -> {target}"
+
+    config = json.loads((saved / "config.json").read_text())
+    assert config["architectures"] == [builtin(family).architectures[head_kind]]
+    assert config["id2label"] == {"0": "negative", "1": "neutral", "2": "positive"}
+    assert json.loads((saved / "tl.json").read_text())["family"] == family
+    auto = (transformers.AutoModelForSequenceClassification if head_kind == HEAD_SEQUENCE_CLASSIFICATION
+            else transformers.AutoModelForTokenClassification)
+    plain = auto.from_pretrained(str(saved)).eval()
+    assert type(plain).__name__ == builtin(family).architectures[head_kind]
+    b = batches[0]
+    inputs = {"input_ids": torch.tensor(b.input_ids, dtype=torch.long),
+              "attention_mask": torch.tensor(b.attention_mask, dtype=torch.long)}
+    if builtin(family).token_type_ids:
+        inputs["token_type_ids"] = torch.tensor(b.token_type_ids, dtype=torch.long)
+    with torch.no_grad():
+        reference = plain(**inputs).logits.numpy()
+    if head_kind == HEAD_TOKEN_CLASSIFICATION:
+        reference = np.concatenate([r[m == 1] for r, m in zip(reference, b.attention_mask, strict=True)])
+    assert np.abs(reference - expected).max() < 1e-4
+
+
+def _torch_step(model, batch, lr: float) -> tuple[float, float]:
+    import torch
+
+    from tl_torch.model import to_inputs
+
+    module = model.module
+    module.eval()  # no dropout: the step is deterministic on both backends
+    inputs = to_inputs(batch, model.device, model.token_types)
+    labels = torch.tensor(batch.labels, dtype=torch.long)
+
+    def loss():
+        return torch.nn.functional.cross_entropy(module(**inputs).logits, labels)
+
+    before = loss()
+    module.zero_grad()
+    before.backward()
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.grad is not None:
+                p -= lr * p.grad
+        after = loss()
+    return float(before.detach()), float(after)
+
+
+def _tf_step(model, batch, lr: float) -> tuple[float, float]:
+    import tensorflow as tf
+
+    from tl_tensorflow.network import to_inputs
+
+    net = model.network
+    x, y = to_inputs(batch), tf.constant(batch.labels)
+
+    def loss():
+        logits = net(x, training=False)
+        return tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+
+    variables = [v.value for v in net.trainable_variables]
+    with tf.GradientTape() as tape:
+        before = loss()
+    for v, g in zip(variables, tape.gradient(before, variables), strict=True):
+        if g is not None:
+            v.assign_sub(lr * tf.convert_to_tensor(g))
+    return float(before), float(loss())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_training_step_moves_the_loss_alike(family, backends, checkpoints, tmp_path):
+    checkpoint = checkpoints(family)
+    tokenizer = Tokenizer.from_dir(checkpoint)
+    head = HeadSpec(HEAD_SEQUENCE_CLASSIFICATION, LABELS)
+    built = backends["torch"].build_model(checkpoint, head, tokenizer, init="pretrained", seed=0, info={})
+    saved = save_model(built, tmp_path / "model", {"task": "parity", "max_length": 32})
+    encoded = _encoded(tokenizer)
+    encoded.labels = np.array([2, 0, 0, 1])
+    batch = _batches(encoded)[0]
+    steps = {}
+    for name, step in (("torch", _torch_step), ("tensorflow", _tf_step)):
+        model = backends[name].load_model(saved, head, Tokenizer.from_dir(saved), info={})
+        steps[name] = step(model, batch, lr=0.5)
+    (t0, t1), (f0, f1) = steps["torch"], steps["tensorflow"]
+    assert f0 == pytest.approx(t0, abs=1e-5)
+    assert t1 < t0 and f1 < f0, steps
+    assert f1 == pytest.approx(t1, abs=1e-4), steps
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_bf16_stays_within_the_documented_tolerance(family, backends, checkpoints, tmp_path):
+    checkpoint = checkpoints(family)
+    tokenizer = Tokenizer.from_dir(checkpoint)
+    head = HeadSpec(HEAD_SEQUENCE_CLASSIFICATION, LABELS)
+    built = backends["torch"].build_model(checkpoint, head, tokenizer, init="pretrained", seed=0, info={})
+    saved = save_model(built, tmp_path / "model", {"task": "parity", "max_length": 32})
+    batches = _batches(_encoded(tokenizer))
+    for name in ("torch", "tensorflow"):
+        model = backends[name].load_model(saved, head, Tokenizer.from_dir(saved), info={})
+        probs = {}
+        for precision in ("fp32", "bf16"):
+            model.set_precision(precision)
+            logits = np.asarray(model.logits(batches), dtype=np.float64)
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs[precision] = e / e.sum(axis=1, keepdims=True)
+        assert np.abs(probs["bf16"] - probs["fp32"]).max() < 2e-2, name
