@@ -359,6 +359,9 @@ class Family:
     lora: tuple[str, ...] = ("query", "value")
     #: A regular expression whose group 1 is the encoder layer of a weight name (layer-wise strategies).
     layer_pattern: str = r"^encoder\.layer\.(\d+)\."
+    #: The config.json key counting the layer groups ``layer_pattern`` numbers (ALBERT shares one
+    #: layer across depth: its groups).
+    depth_key: str = "num_hidden_layers"
     #: Position ids start after the padding id (RoBERTa, MPNet): ``pad_token_id + 1`` fewer positions.
     positions_after_padding: bool = False
     provider: str = field(default="", compare=False)
@@ -373,6 +376,10 @@ class Family:
     def full_name(self, key: str) -> str:
         """transformers' saved name of ``key`` (a name without the prefix)."""
         return key if self.is_head(key) else f"{self.prefix}.{key}"
+
+    def layer_groups(self, config: dict) -> int:
+        """How many layer groups ``layer_pattern`` numbers: the depth of layer-wise strategies."""
+        return int(config[self.depth_key])
 
     def max_tokens(self, config: dict) -> int | None:
         """How many tokens (special ones included) a checkpoint of this family with ``config`` reads;

@@ -18,7 +18,7 @@ import pytest
 
 from tl.data.batching import Encoded
 from tl.data.tokenization import Tokenizer
-from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, HeadSpec
+from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, Family, HeadSpec
 from tl.models.families import builtin
 from tl.models.saved import save_model
 from tl.plugins import build_registry, get_plugin_manager
@@ -34,6 +34,14 @@ TEXTS = ["the film was great", "a dull, awful mess!", "it is not good and the pl
          "the naïve story; the café music."]
 PAIRS = ["the acting was good", "bad", "a great film", "the story is dull"]
 LABELS = ("negative", "neutral", "positive")
+#: docs/plugins.md's worked example of a family plugin: CamemBERT is RoBERTa under its own model_type.
+CAMEMBERT = Family(
+    "camembert", "CamemBERT (RoBERTa for French; SentencePiece)", model_types=("camembert",), prefix="roberta",
+    architectures={"sequence_classification": "CamembertForSequenceClassification",
+                   "token_classification": "CamembertForTokenClassification"},
+    tokenizer="unigram", tokenizer_class="CamembertTokenizer", tensorflow="tl_tensorflow.families.roberta",
+    token_type_ids=False, ignored_prefixes=("lm_head.", "pooler."),
+)
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +213,32 @@ def test_bf16_stays_within_the_documented_tolerance(family, backends, checkpoint
             e = np.exp(logits - logits.max(axis=1, keepdims=True))
             probs[precision] = e / e.sum(axis=1, keepdims=True)
         assert np.abs(probs["bf16"] - probs["fp32"]).max() < 2e-2, name
+
+
+def test_a_plugin_family_trains_and_saves_on_both_backends(monkeypatch, backends, tmp_path):
+    """A family registered by a plugin (here the docs' CamemBERT example, found the way the backends
+    look families up) is built by both backends and saved in transformers' Camembert format."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from tl.models import families
+    from tl.testing import tiny_tokenizer
+
+    builtins = families.available({})
+    monkeypatch.setattr(families, "available", lambda registered=None: {**builtins, "camembert": CAMEMBERT})
+    checkpoint = tmp_path / "camembert"
+    vocab = tiny_tokenizer(checkpoint, "unigram", WORDS, style="xlm-roberta", tokenizer_class="CamembertTokenizer")
+    config = transformers.CamembertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                          intermediate_size=64, max_position_embeddings=66, type_vocab_size=1,
+                                          pad_token_id=1, bos_token_id=0, eos_token_id=2)
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(config).save_pretrained(checkpoint)
+    tokenizer = Tokenizer.from_dir(checkpoint)
+    head = HeadSpec(HEAD_SEQUENCE_CLASSIFICATION, LABELS)
+    built = backends["tensorflow"].build_model(checkpoint, head, tokenizer, init="pretrained", seed=0, info={})
+    saved = save_model(built, tmp_path / "model", {"task": "parity", "max_length": 32})
+    assert json.loads((saved / "config.json").read_text())["architectures"] == ["CamembertForSequenceClassification"]
+    loaded = backends["torch"].load_model(saved, head, Tokenizer.from_dir(saved), info={})
+    assert type(loaded.module).__name__ == "CamembertForSequenceClassification"
+    batches = _batches(_encoded(tokenizer, pairs=True))
+    assert np.abs(loaded.logits(batches) - built.logits(batches)).max() < 1e-4

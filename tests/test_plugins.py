@@ -8,7 +8,7 @@ import pytest
 
 from tl import hookimpl
 from tl.errors import PluginError, UsageError
-from tl.interfaces import DatasetSpec, Family, ModelSpec, Task
+from tl.interfaces import DatasetSpec, ModelSpec, Task
 from tl.plugins import build_registry, get_plugin_manager
 
 
@@ -67,17 +67,9 @@ def test_registration_hooks_and_providers():
         reg.get("task", "nope")
 
 
-#: docs/plugins.md's worked example of a family plugin.
-CAMEMBERT = Family(
-    "camembert", "CamemBERT (RoBERTa for French; SentencePiece)", model_types=("camembert",), prefix="roberta",
-    architectures={"sequence_classification": "CamembertForSequenceClassification",
-                   "token_classification": "CamembertForTokenClassification"},
-    tokenizer="unigram", tokenizer_class="CamembertTokenizer", tensorflow="tl_tensorflow.families.roberta",
-    token_type_ids=False, ignored_prefixes=("lm_head.", "pooler."),
-)
-
-
 def test_a_family_plugin_adds_a_model_type():
+    from test_families import CAMEMBERT
+
     from tl.models.families import available, family_for
 
     def tl_register_families(register):

@@ -4,7 +4,8 @@ The ``serving_default`` signature takes token ids, as transformers names them: `
 ``attention_mask``, ``token_type_ids`` (int32, shape [batch, length], length <= max_length), and returns
 ``logits`` and ``probabilities`` (float32, [batch, num_labels]; for a token-classification model such as
 NER, [batch, length, num_labels], one row per word piece, padding rows to be ignored). Tokenize with the tokenizer files in
-``assets/`` (any Hugging Face fast tokenizer gives the ids tl uses); ``assets/tl.json`` has the label
+``assets/`` (``AutoTokenizer.from_pretrained(assets)`` gives the ids tl uses; for pre-split words of a
+byte-level BPE family such as RoBERTa, load it with ``add_prefix_space=True``, as tl encodes them); ``assets/tl.json`` has the label
 names in id order. Token ids rather than raw strings keep the served ids identical to tl's
 (an in-graph WordPiece would be a second tokenizer implementation to keep in sync).
 
@@ -46,7 +47,7 @@ def export_savedmodel(model: TensorflowModel, directory: Path, meta_dir: Path | 
         tf.saved_model.save(module, str(staged), signatures={"serving_default": serve})
         assets = staged / "assets"
         assets.mkdir(exist_ok=True)
-        model.tokenizer.save(assets)
+        model.tokenizer.save(assets, tokenizer_class=model.network.family.tokenizer_class)
         source = meta_dir or Path(model.info.get("path", ""))
         if (source / "tl.json").is_file():
             shutil.copyfile(source / "tl.json", assets / "tl.json")

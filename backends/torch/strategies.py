@@ -35,8 +35,8 @@ def hf_name(name: str, family: Family | None = None) -> str:
 
 
 def num_layers(module: torch.nn.Module) -> int:
-    config = module.config
-    return int(getattr(config, "num_hidden_layers", None) or config.n_layers)  # DistilBERT: n_layers
+    """The layer groups of layer-wise strategies (``Family.depth_key``: layers, or ALBERT's groups)."""
+    return int(getattr(module.config, family(module).depth_key))
 
 
 def family(module: torch.nn.Module) -> Family:
