@@ -35,6 +35,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "relu": keras.activations.relu,
     "silu": keras.activations.silu,
     "swish": keras.activations.silu,
+    "tanh": keras.activations.tanh,
 }
 INPUT_NAMES = ("token_ids", "segment_ids", "padding_mask")
 #: The head kinds ``Classifier`` trains (``summed_loss`` scores either shape of labels); a family
