@@ -273,7 +273,7 @@ class Backend(ABC):
     def build_model(
         self, checkpoint: Path, head: HeadSpec, tokenizer: Tokenizer, *, init: str, seed: int, info: dict
     ) -> Model:
-        """Load a Hugging Face BERT checkpoint directory (``init='pretrained'``) or its architecture
+        """Load a Hugging Face checkpoint directory of a known family (``init='pretrained'``) or its architecture
         with random weights (``init='scratch'``) and attach a fresh head for ``head``."""
 
     @abstractmethod

@@ -20,7 +20,7 @@ def test_shipped_recipes_are_valid():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "recipes"
-    classic = load_recipe(root / "imdb-bert-base.toml")
+    classic = load_recipe(root / "imdb.toml")
     assert classic == {**classic, "model": "bert-base-uncased", "dataset": "imdb", "max_length": 128,
                        "lr": 2e-5, "batch_size": 32, "epochs": 3}
     quick = load_recipe(root / "quickstart.toml")

@@ -242,3 +242,47 @@ def test_a_plugin_family_trains_and_saves_on_both_backends(monkeypatch, backends
     assert type(loaded.module).__name__ == "CamembertForSequenceClassification"
     batches = _batches(_encoded(tokenizer, pairs=True))
     assert np.abs(loaded.logits(batches) - built.logits(batches)).max() < 1e-4
+
+
+def test_an_unsupported_model_type_is_one_line(tmp_path, tiny_checkpoint, tiny_data):
+    from test_cli import _one_line_error, tl
+
+    import shutil
+
+    gpt2 = tmp_path / "gpt2"
+    shutil.copytree(tiny_checkpoint, gpt2)
+    config = json.loads((gpt2 / "config.json").read_text())
+    (gpt2 / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
+    _one_line_error(tl("run", "--model", str(gpt2), "--dataset", str(tiny_data)), 2,
+                    "model_type 'gpt2' is not supported (supported: albert, bert, deberta-v2, distilbert, electra, "
+                    "mpnet, roberta, xlm-roberta)", "tl_register_families")
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+def test_weights_that_do_not_match_config_name_the_first_tensor(backend, backends, checkpoints, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from tl.errors import UsageError
+
+    def variant(name: str, edit):
+        d = tmp_path / name
+        shutil.copytree(checkpoints("roberta"), d)
+        state = load_file(str(d / "model.safetensors"))
+        edit(state)
+        save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+        return d
+
+    head = HeadSpec(HEAD_SEQUENCE_CLASSIFICATION, LABELS)
+    build = backends[backend].build_model
+    gone = variant("gone", lambda s: s.pop("encoder.layer.1.output.dense.weight"))
+    with pytest.raises(UsageError, match=r"lacks 1 .*the first being roberta\.encoder\.layer\.1\.output\.dense\.weight"):
+        build(gone, head, Tokenizer.from_dir(gone), init="pretrained", seed=0, info={})
+    bent = variant("bent", lambda s: s.update({"embeddings.LayerNorm.bias": np.zeros(31, np.float32)}))
+    with pytest.raises(UsageError, match=r"do not match config.json, the first being roberta\.embeddings\.LayerNorm"):
+        build(bent, head, Tokenizer.from_dir(bent), init="pretrained", seed=0, info={})
+    extra = variant("extra", lambda s: s.update({"encoder.layer.0.attention.self.distance_embedding.weight":
+                                                 np.zeros((3, 32), np.float32)}))
+    with pytest.raises(UsageError, match=r"does not use, the first being .*distance_embedding"):
+        build(extra, head, Tokenizer.from_dir(extra), init="pretrained", seed=0, info={})

@@ -1,4 +1,4 @@
-"""The TensorFlow backend: a Keras 3 BERT classifier (KerasHub's BertBackbone), trained with ``fit``.
+"""The TensorFlow backend: Keras 3 classifiers of every model family (``tl_tensorflow.families``), trained with ``fit``.
 
 Importing this module does not import tensorflow, keras or keras_hub: every method that needs them
 first calls ``tl_tensorflow.runtime.activate()`` (Keras' backend selection), then imports the

@@ -1,4 +1,4 @@
-"""The PyTorch backend: transformers' BERT classes, a plain torch training loop.
+"""The PyTorch backend: transformers' classes of each model family, a plain torch training loop.
 
 Importing this module does not import torch: every method imports what it needs."""
 

@@ -75,9 +75,9 @@ def _from_pretrained(cls, directory: Path, config, family: Family, head_is_new: 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            module, loading = cls.from_pretrained(
+            module, loading = cls.from_pretrained(  # mismatched shapes are reported below, one line
                 str(directory), config=config, use_safetensors=True, output_loading_info=True,
-                trust_remote_code=False,
+                trust_remote_code=False, ignore_mismatched_sizes=True,
             )
     except UsageError:
         raise
@@ -92,7 +92,8 @@ def _from_pretrained(cls, directory: Path, config, family: Family, head_is_new: 
             f"{directory}/model.safetensors lacks {len(missing)} weights a {family.name} model of this config.json "
             f"has, the first being {missing[0]}; is it a {family.name} checkpoint?"
         )
-    mismatched = loading.get("mismatched_keys", [])
+    mismatched = [m for m in loading.get("mismatched_keys", [])
+                  if not (head_is_new and family.is_head(_key(m)))]  # a fresh head: another label count
     if mismatched:
         raise UsageError(f"{directory}: {len(mismatched)} weights do not match config.json, the first being "
                          f"{_describe(mismatched[0])}")
@@ -104,6 +105,10 @@ def _from_pretrained(cls, directory: Path, config, family: Family, head_is_new: 
                          f"classifier does not use, the first being {unexpected[0]}; does config.json describe "
                          "these weights?")
     return module
+
+
+def _key(entry) -> str:
+    return str(entry[0] if isinstance(entry, (tuple, list)) else entry)
 
 
 def _describe(entry) -> str:

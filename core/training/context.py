@@ -36,6 +36,8 @@ class RunContext:
     world: World = field(default_factory=World)
     checkpoint: Path | None = None
     family: Family | None = None
+    #: How many tokens the checkpoint's position table reads (None: unknown).
+    max_tokens: int | None = None
     model_source: str = ""
     splits: Splits | None = None
     labels: tuple[str, ...] = ()

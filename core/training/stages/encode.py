@@ -10,6 +10,11 @@ from tl.training.context import RunContext
 
 
 def encode(ctx: RunContext) -> None:
+    limit = ctx.max_tokens
+    if limit is not None and ctx.config.max_length > limit:  # longer rows would index past the position table
+        ctx.say(f"tl: --max-length {ctx.config.max_length} is longer than {ctx.config.model} reads; using {limit} "
+                "(its position embeddings, special tokens included)")
+        ctx.config.max_length = limit
     task, tokenizer, labels, max_length = ctx.task, ctx.tokenizer, ctx.labels, ctx.config.max_length
     t0 = time.perf_counter()
     task_id = f"{task.name}:{type(task).__module__}.{type(task).__qualname__}:{__version__}"

@@ -11,6 +11,7 @@ from tl.data.loading import label_space, load_splits
 from tl.data.tokenization import Tokenizer
 from tl.errors import UsageError
 from tl.models.hf_checkpoint import checkpoint_family, convert_pickled, validate_checkpoint
+from tl.models.legacy_tf import convert_tf_h5
 from tl.plugins.registry import get_backend
 from tl.training.context import RunContext
 from tl.training.resume import Checkpointer
@@ -28,16 +29,13 @@ def resolve(ctx: RunContext) -> None:
     if not world.is_main:
         ctx.quiet = True
     checkpoint, ctx.model_source = resolve_model(config.model, ctx.registry)
+    checkpoint = convert_tf_h5(checkpoint, tl_home())  # transformers 4's TF weights: HDF5 runs no code
     if config.allow_pickle:
         checkpoint = convert_pickled(checkpoint, tl_home())
     checkpoint_config = validate_checkpoint(checkpoint)
     ctx.family = family = checkpoint_family(checkpoint, checkpoint_config)
     ctx.checkpoint = checkpoint
-    limit = family.max_tokens(checkpoint_config)
-    if limit is not None and config.max_length > limit:  # more would index past the position table
-        ctx.say(f"tl: --max-length {config.max_length} is longer than {config.model} reads; using {limit} "
-                "(its position embeddings, special tokens included)")
-        config.max_length = limit
+    ctx.max_tokens = family.max_tokens(checkpoint_config)
     if task.head_kind not in backend.capabilities.heads:
         raise UsageError(f"task {task.name!r} needs a {task.head_kind} head, which backend {backend.name!r} "
                          f"cannot build (heads: {', '.join(backend.capabilities.heads)})")
