@@ -245,9 +245,9 @@ def test_a_plugin_family_trains_and_saves_on_both_backends(monkeypatch, backends
 
 
 def test_an_unsupported_model_type_is_one_line(tmp_path, tiny_checkpoint, tiny_data):
-    from test_cli import _one_line_error, tl
-
     import shutil
+
+    from test_cli import _one_line_error, tl
 
     gpt2 = tmp_path / "gpt2"
     shutil.copytree(tiny_checkpoint, gpt2)

