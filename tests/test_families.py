@@ -288,7 +288,7 @@ def test_weights_that_do_not_match_config_name_the_first_tensor(backend, backend
         build(extra, head, Tokenizer.from_dir(extra), init="pretrained", seed=0, info={})
 
 
-@pytest.mark.parametrize("backend", ["torch", "tensorflow"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("tensorflow", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("family,strategy", [("roberta", "finetune"), ("distilbert", "lora"),
                                              ("deberta-v2", "gradual-unfreeze")])
 def test_tl_run_trains_each_family(family, strategy, backend, checkpoints, tiny_data, tmp_path):
