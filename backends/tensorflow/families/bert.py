@@ -97,31 +97,40 @@ def weight_map(net: Classifier) -> list[WeightSpec]:
     w.embedding("embeddings.token_type_embeddings.weight", backbone.get_layer("segment_embedding").embeddings)
     w.layer_norm("embeddings.LayerNorm", backbone.get_layer("embeddings_layer_norm"))
     for i in range(backbone.num_layers):
-        block = backbone.get_layer(f"transformer_layer_{i}")
-        attention = block._self_attention_layer
-        prefix = f"encoder.layer.{i}"
-        # kernel [hidden, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
-        w.dense(f"{prefix}.attention.self.query", attention._query_dense)
-        w.dense(f"{prefix}.attention.self.key", attention._key_dense)
-        w.dense(f"{prefix}.attention.self.value", attention._value_dense)
-        w.dense(f"{prefix}.attention.output.dense", attention._output_dense, inputs=2)  # [heads, head_dim, hidden]
-        w.layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
-        w.dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
-        w.dense(f"{prefix}.output.dense", block._feedforward_output_dense)
-        w.layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
+        encoder_block(w, f"encoder.layer.{i}", backbone.get_layer(f"transformer_layer_{i}"))
     if not net.per_token:
         w.dense("pooler.dense", backbone.get_layer("pooled_dense"))
     w.dense("classifier", net.classifier)
     return w.specs
 
 
-def attention_projections(net: Classifier) -> dict[str, tuple[keras.layers.Layer, str]]:
+def encoder_block(w: WeightSpecs, prefix: str, block: keras.layers.Layer) -> None:
+    """The weights of a KerasHub ``TransformerEncoder`` under transformers' BERT-layer names (``prefix``:
+    ``encoder.layer.{i}``), as BERT, ELECTRA and RoBERTa name them."""
+    attention = block._self_attention_layer
+    # kernel [hidden, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
+    w.dense(f"{prefix}.attention.self.query", attention._query_dense)
+    w.dense(f"{prefix}.attention.self.key", attention._key_dense)
+    w.dense(f"{prefix}.attention.self.value", attention._value_dense)
+    w.dense(f"{prefix}.attention.output.dense", attention._output_dense, inputs=2)  # [heads, head_dim, hidden]
+    w.layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
+    w.dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
+    w.dense(f"{prefix}.output.dense", block._feedforward_output_dense)
+    w.layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
+
+
+def block_projections(blocks: list[keras.layers.Layer]) -> dict[str, tuple[keras.layers.Layer, str]]:
+    """LoRA's query and value projections of KerasHub ``TransformerEncoder`` blocks, under BERT-layer names."""
     out = {}
-    for i in range(net.num_layers):
-        attention = net.encoder.get_layer(f"transformer_layer_{i}")._self_attention_layer
+    for i, block in enumerate(blocks):
+        attention = block._self_attention_layer
         out[f"encoder.layer.{i}.attention.self.query"] = (attention, "_query_dense")
         out[f"encoder.layer.{i}.attention.self.value"] = (attention, "_value_dense")
     return out
+
+
+def attention_projections(net: Classifier) -> dict[str, tuple[keras.layers.Layer, str]]:
+    return block_projections([net.encoder.get_layer(f"transformer_layer_{i}") for i in range(net.num_layers)])
 
 
 def unused_variables(net: Classifier) -> list:

@@ -17,7 +17,13 @@ from tl.errors import UsageError
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Family
 from tl.models.hf_checkpoint import CONFIG_NAME
 from tl_tensorflow.families.albert import tune_encoder_block
-from tl_tensorflow.families.bert import FirstTokenHead, classifier_dense, classifier_dropout
+from tl_tensorflow.families.bert import (
+    FirstTokenHead,
+    block_projections,
+    classifier_dense,
+    classifier_dropout,
+    encoder_block,
+)
 from tl_tensorflow.network import ACTIVATIONS, Classifier, activation
 from tl_tensorflow.weights import WeightSpec, WeightSpecs
 
@@ -93,18 +99,7 @@ def weight_map(net: Classifier) -> list[WeightSpec]:
     if backbone.embedding_dim != backbone.hidden_dim:
         w.dense("embeddings_project", backbone.get_layer("embeddings_projection"))
     for i in range(backbone.num_layers):
-        block = backbone.get_layer(f"transformer_layer_{i}")
-        attention = block._self_attention_layer
-        prefix = f"encoder.layer.{i}"
-        # kernel [hidden, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
-        w.dense(f"{prefix}.attention.self.query", attention._query_dense)
-        w.dense(f"{prefix}.attention.self.key", attention._key_dense)
-        w.dense(f"{prefix}.attention.self.value", attention._value_dense)
-        w.dense(f"{prefix}.attention.output.dense", attention._output_dense, inputs=2)  # [heads, head_dim, hidden]
-        w.layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
-        w.dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
-        w.dense(f"{prefix}.output.dense", block._feedforward_output_dense)
-        w.layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
+        encoder_block(w, f"encoder.layer.{i}", backbone.get_layer(f"transformer_layer_{i}"))
     if net.per_token:
         w.dense("classifier", net.classifier)
     else:
@@ -114,12 +109,7 @@ def weight_map(net: Classifier) -> list[WeightSpec]:
 
 
 def attention_projections(net: Classifier) -> dict[str, tuple[keras.layers.Layer, str]]:
-    out = {}
-    for i in range(net.num_layers):
-        attention = net.encoder.get_layer(f"transformer_layer_{i}")._self_attention_layer
-        out[f"encoder.layer.{i}.attention.self.query"] = (attention, "_query_dense")
-        out[f"encoder.layer.{i}.attention.self.value"] = (attention, "_value_dense")
-    return out
+    return block_projections([net.encoder.get_layer(f"transformer_layer_{i}") for i in range(net.num_layers)])
 
 
 def unused_variables(net: Classifier) -> list:

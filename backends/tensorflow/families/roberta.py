@@ -28,7 +28,13 @@ from keras_hub.layers import TransformerEncoder
 from tl.errors import UsageError
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Family
 from tl.models.hf_checkpoint import CONFIG_NAME
-from tl_tensorflow.families.bert import FirstTokenHead, classifier_dense, classifier_dropout
+from tl_tensorflow.families.bert import (
+    FirstTokenHead,
+    block_projections,
+    classifier_dense,
+    classifier_dropout,
+    encoder_block,
+)
 from tl_tensorflow.network import Classifier, activation
 from tl_tensorflow.weights import WeightSpec, WeightSpecs
 
@@ -145,17 +151,7 @@ def weight_map(net: Classifier) -> list[WeightSpec]:
     w.embedding("embeddings.token_type_embeddings.weight", encoder.token_type_embeddings.embeddings)
     w.layer_norm("embeddings.LayerNorm", encoder.embeddings_layer_norm)
     for i, block in enumerate(encoder.blocks):
-        attention = block._self_attention_layer
-        prefix = f"encoder.layer.{i}"
-        # kernel [hidden, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
-        w.dense(f"{prefix}.attention.self.query", attention._query_dense)
-        w.dense(f"{prefix}.attention.self.key", attention._key_dense)
-        w.dense(f"{prefix}.attention.self.value", attention._value_dense)
-        w.dense(f"{prefix}.attention.output.dense", attention._output_dense, inputs=2)  # [heads, head_dim, hidden]
-        w.layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
-        w.dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
-        w.dense(f"{prefix}.output.dense", block._feedforward_output_dense)
-        w.layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
+        encoder_block(w, f"encoder.layer.{i}", block)
     if net.per_token:
         w.dense("classifier", net.classifier)
     else:
@@ -165,9 +161,4 @@ def weight_map(net: Classifier) -> list[WeightSpec]:
 
 
 def attention_projections(net: Classifier) -> dict[str, tuple[keras.layers.Layer, str]]:
-    out = {}
-    for i, block in enumerate(net.encoder.blocks):
-        attention = block._self_attention_layer
-        out[f"encoder.layer.{i}.attention.self.query"] = (attention, "_query_dense")
-        out[f"encoder.layer.{i}.attention.self.value"] = (attention, "_value_dense")
-    return out
+    return block_projections(net.encoder.blocks)
