@@ -102,6 +102,14 @@ class Task:
 
         return predict(model, texts, max_length, pairs, batch_size)
 
+    def prediction_records(self, predictions: Sequence[Any], labels: Sequence[str]) -> list[dict[str, Any]]:
+        """One JSON-ready dict per prediction, as ``tl predict --json`` prints them and ``tl serve``
+        answers them. The default reads ``format_predictions(..., as_json=True)``'s lines, so a task
+        that overrides only ``format_predictions`` serves the same objects."""
+        import json
+
+        return [json.loads(line) for line in self.format_predictions(predictions, labels, as_json=True)]
+
     def format_predictions(self, predictions: Sequence[Any], labels: Sequence[str], as_json: bool) -> list[str]:
         """The lines ``tl predict`` prints: a table, or one JSON object per input."""
         import json

@@ -11,36 +11,10 @@ import click
 from tl.errors import UsageError
 
 
-def _pick_backend(registry, requested: str | None, model_dir: str) -> str:
-    """The requested backend, else the one the model was trained with, else any installed one."""
-    from tl.models.hf_checkpoint import read_meta
+def _load(registry, model_dir: str, runtime: str | None, precision: str = "auto", threads: int | None = None):
+    from tl.models.saved import open_model
 
-    if requested:
-        return requested
-    trained = read_meta(model_dir).get("backend")
-    names = registry.names("backend")
-    if trained in names and registry.get("backend", trained).is_available():
-        return trained
-    for name in names:
-        if registry.get("backend", name).is_available():
-            return name
-    raise UsageError("no backend is installed: pip install 'tl[torch]' or 'tl[tensorflow]'")
-
-
-def _load(registry, model_dir: str, backend_name: str | None, precision: str = "auto", threads: int | None = None):
-    """The saved model on its backend, computing in the precision the training plan would pick
-    here (``auto``: bf16 where the hardware computes it natively, as the run's own evaluation did)."""
-    from tl.models.hf_checkpoint import read_meta
-    from tl.models.saved import load_saved
-    from tl.plugins.registry import get_backend
-    from tl.training.plan import PlanRequest, apply_plan, make_plan
-
-    read_meta(model_dir)  # a missing or non-tl directory is a one-line error before any probing
-    backend = get_backend(registry, _pick_backend(registry, backend_name, model_dir))
-    plan = make_plan(backend.probe(), PlanRequest(precision=precision, batch_size=1, threads=threads))
-    apply_plan(backend, plan)  # before the framework starts its thread pools
-    model, meta = load_saved(model_dir, backend)
-    model.set_precision(plan.precision)
+    model, meta, _ = open_model(model_dir, runtime, precision=precision, threads=threads, registry=registry)
     return model, meta
 
 

@@ -73,6 +73,45 @@ def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str
     return backend.load_model(weights, head, tokenizer, info), meta
 
 
+def pick_runtime(registry, requested: str | None, model_dir: str | Path) -> str:
+    """The runtime (a backend name) to run a saved model on: ``requested``; else ``onnx`` for an ONNX
+    export directory; else the backend that trained the model, if installed; else any installed one."""
+    if requested:
+        return requested
+    meta = read_meta(model_dir)
+    if meta.get("export", {}).get("format") == "onnx":
+        return "onnx"
+    trained = meta.get("backend")
+    names = registry.names("backend")
+    if trained in names and registry.get("backend", trained).is_available():
+        return trained
+    for name in names:
+        if registry.get("backend", name).is_available():
+            return name
+    raise UsageError("no backend is installed: pip install 'tl[torch]', 'tl[tensorflow]' or (exported models) 'tl[onnx]'")
+
+
+def open_model(model_dir: str | Path, runtime: str | None = None, *, precision: str = "auto",
+               threads: int | None = None, registry=None) -> tuple[Model, dict[str, Any], Task]:
+    """A saved model (or an export directory) ready to predict: loaded on ``runtime`` (a backend
+    name; None: ``pick_runtime``), computing in the precision the training plan would pick here
+    (``auto``: bf16 where the hardware computes it natively, as the run's own evaluation did), with
+    its metadata and the task that trained it. Used by ``tl predict``, ``tl evaluate`` and ``tl serve``."""
+    from tl.plugins import build_registry, get_plugin_manager
+    from tl.plugins.registry import get_backend
+    from tl.training.plan import PlanRequest, apply_plan, make_plan
+
+    registry = registry if registry is not None else build_registry(get_plugin_manager())
+    meta = read_meta(model_dir)  # a missing or non-tl directory is a one-line error before any probing
+    task = task_of(meta, registry)
+    backend = get_backend(registry, pick_runtime(registry, runtime, model_dir))
+    plan = make_plan(backend.probe(), PlanRequest(precision=precision, batch_size=1, threads=threads))
+    apply_plan(backend, plan)  # before the framework starts its thread pools
+    model, meta = load_saved(model_dir, backend)
+    model.set_precision(plan.precision)
+    return model, meta, task
+
+
 def task_of(meta: dict[str, Any], registry) -> Task:
     """The task that trained a saved model (its plugin must be installed); a model of a sequence
     classification task whose plugin is gone is still served by the default Task."""

@@ -1,0 +1,1 @@
+"""Entry point ``tl = onnx``: registers the ONNX Runtime backend without importing onnxruntime."""
