@@ -156,6 +156,9 @@ class Capabilities:
     distributed: tuple[str, ...] = ()
     #: Formats ``tl export --format`` accepts on this backend.
     exports: tuple[str, ...] = ()
+    #: Export formats this backend runs (an export directory, ``tl export``'s output) instead of tl
+    #: model directories: such a backend loads neither weights nor adapters.
+    runs_exports: tuple[str, ...] = ()
     #: Writes resumable checkpoints (model, optimizer, schedule, RNG, data position).
     checkpoints: bool = False
     #: In a multi-process run, each process evaluates its shard and ``Backend.all_gather`` joins them;
@@ -288,8 +291,11 @@ class Backend(ABC):
     def load_model(self, directory: Path, head: HeadSpec, tokenizer: Tokenizer, info: dict) -> Model:
         """Load a fine-tuned model directory (weights include the head)."""
 
-    def export(self, model: Model, directory: Path, fmt: str) -> None:
-        """Write ``model`` in a serving format listed in ``capabilities.exports``."""
+    def export(self, model: Model, directory: Path, fmt: str, *, quantize: str | None = None,
+               tolerance: float | None = None) -> Any:
+        """Write ``model`` in a serving format listed in ``capabilities.exports`` (``quantize``: e.g.
+        "int8", where ``tl.models.export.QUANTIZE`` lists it), self-checked against the model within
+        ``tolerance`` (None: the default) before the directory appears; returns the check's result."""
         from tl.errors import UsageError
 
         raise UsageError(f"backend {self.name!r} cannot export {fmt!r}")

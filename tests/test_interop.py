@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -68,5 +70,7 @@ def test_export_savedmodel_serves_the_same_logits(registry, tmp_path, fast_run):
                  token_type_ids=tf.constant(batch.token_type_ids))
     assert np.abs(got["logits"].numpy() - expected).max() < 1e-4
     assert np.allclose(got["probabilities"].numpy().sum(axis=1), 1, atol=1e-5)
-    again = CliRunner().invoke(cli, ["export", "--model", str(result.run_dir / "model"), "--format", "onnx"])
-    assert again.exit_code == 2 and "unknown export format 'onnx'; formats: savedmodel" in again.output
+    check = json.loads((tmp_path / "served" / "assets" / "tl.json").read_text())["export"]["self_check"]
+    assert check["reference"] == "tensorflow" and check["samples"] >= 20 and check["max_abs_diff"] < 1e-4
+    again = CliRunner().invoke(cli, ["export", "--model", str(result.run_dir / "model"), "--format", "bogus"])
+    assert again.exit_code == 2 and "unknown export format 'bogus'; formats: onnx, savedmodel" in again.output

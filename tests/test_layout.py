@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMEWORKS = ("torch", "tensorflow", "keras", "keras_hub", "transformers", "peft")
+FRAMEWORKS = ("torch", "tensorflow", "keras", "keras_hub", "transformers", "peft", "onnxruntime", "onnx", "onnxscript")
 
 
 def test_importing_every_core_module_imports_no_framework_and_changes_nothing():
@@ -18,7 +18,8 @@ warnings.simplefilter("ignore")
 environ, meta_path, path = dict(os.environ), list(sys.meta_path), list(sys.path)
 import tl
 names = [m.name for m in pkgutil.walk_packages(tl.__path__, "tl.")] + ["tl_torch.backend", "tl_torch.plugin",
-         "tl_tensorflow.backend", "tl_tensorflow.plugin", "tl_tensorflow.runtime", "tl_sentiment.plugin"]
+         "tl_tensorflow.backend", "tl_tensorflow.plugin", "tl_tensorflow.runtime", "tl_onnx.backend", "tl_onnx.plugin",
+         "tl_sentiment.plugin"]
 for name in names:
     if name != "tl.__main__":
         importlib.import_module(name)
@@ -38,5 +39,7 @@ def test_backends_have_the_same_module_for_the_same_concern():
     tensorflow = {p.stem for p in (ROOT / "backends" / "tensorflow").glob("*.py")}
     shared = {"__init__", "plugin", "backend", "runtime", "model", "network", "train", "strategies", "distributed"}
     assert shared <= torch and shared <= tensorflow
-    # what only one backend has is a concern only it has: the Keras weight map and the SavedModel export
-    assert torch - shared == set() and tensorflow - shared == {"weights", "export"}
+    # what only one backend has is a concern only it has (the Keras weight map); each exports its own format
+    assert torch - shared == {"export"} and tensorflow - shared == {"weights", "export"}
+    # the ONNX Runtime backend runs exports only: the same names for the concerns it has
+    assert {p.stem for p in (ROOT / "backends" / "onnx").glob("*.py")} == {"__init__", "plugin", "backend", "model"}

@@ -98,11 +98,14 @@ class TensorflowBackend(Backend):
 
         return load(directory, head, tokenizer, info)
 
-    def export(self, model: Model, directory: Path, fmt: str) -> None:
+    def export(self, model: Model, directory: Path, fmt: str, *, quantize: str | None = None,
+               tolerance: float | None = None) -> Any:
+        if fmt != "savedmodel" or quantize:
+            return super().export(model, directory, fmt + (f" ({quantize})" if quantize else ""))
         _activate()
         from tl_tensorflow.export import export_savedmodel
 
-        export_savedmodel(model, directory)
+        return export_savedmodel(model, directory, tolerance=tolerance)
 
     def train(self, model: Model, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
               settings: TrainSettings, callbacks: TrainCallbacks) -> None:

@@ -29,6 +29,7 @@ class TorchBackend(Backend):
         heads=("sequence_classification", "token_classification"),
         precisions=("fp32", "bf16", "fp16"),
         distributed=("ddp",),
+        exports=("onnx",),
         checkpoints=True,
         sharded_eval=True,
     )
@@ -103,6 +104,14 @@ class TorchBackend(Backend):
         from tl_torch.model import load
 
         return load(directory, head, tokenizer, info, device=self.device)
+
+    def export(self, model: Model, directory: Path, fmt: str, *, quantize: str | None = None,
+               tolerance: float | None = None) -> Any:
+        if fmt != "onnx":
+            return super().export(model, directory, fmt)
+        from tl_torch.export import export_onnx
+
+        return export_onnx(model, directory, quantize=quantize, tolerance=tolerance)
 
     def train(self, model: Model, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
               settings: TrainSettings, callbacks: TrainCallbacks) -> None:

@@ -18,6 +18,7 @@ BUILTIN_COMMANDS = {
     "predict": "tl.cli.predict:predict",
     "evaluate": "tl.cli.predict:evaluate",
     "export": "tl.cli.export:export",
+    "serve": "tl.cli.serve:serve",
     "plugins": "tl.cli.plugins:plugins",
     "plugin": "tl.cli.plugin_new:plugin",
     "pull": "tl.cli.plugins:pull",

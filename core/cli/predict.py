@@ -29,6 +29,14 @@ def runtime_options(command):
                              "fp16 on GPUs without bf16, else fp32.")(command)
 
 
+#: ``--runtime NAME`` (``--backend`` is its older name, kept as an alias).
+runtime_option = click.option(
+    "--runtime", "--backend", "runtime",
+    help="Runtime (backend) to run on: torch, tensorflow or onnx (an export directory of tl export "
+         "--format onnx). Default: onnx for an ONNX export, else the backend that trained the model, if "
+         "installed. --backend is an alias.")
+
+
 def _is_table(path: str) -> bool:
     """A CSV/TSV/JSONL/Parquet --input (columns), not stdin or a file of one text per line."""
     return path != "-" and Path(path).suffix.lower() not in (".txt", ".text", "")
@@ -69,12 +77,12 @@ def _read_inputs(path: str, text_column: str, pair_column: str | None = None) ->
 @click.option("--text-column", help="Text column of tabular --input files. Default: the task's, else text.")
 @click.option("--text-pair-column", help="Second-text column of tabular --input files, for pair tasks "
               "(default: the task's). Texts on the command line and .txt lines give a pair as FIRST<TAB>SECOND.")
-@click.option("--backend", help="Backend to run on (default: the one that trained the model, if installed).")
+@runtime_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @runtime_options
 def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text_column: str | None,
-            text_pair_column: str | None, backend: str | None, batch_size: int, as_json: bool, precision: str,
+            text_pair_column: str | None, runtime: str | None, batch_size: int, as_json: bool, precision: str,
             threads: int | None) -> None:
     """Predict labels for TEXTS (or --input) with a saved model (for a token-classification model
     such as NER: the entity spans of each text)."""
@@ -100,7 +108,7 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
         inputs += read
     if not inputs:
         raise UsageError("nothing to predict: pass texts as arguments or --input FILE")
-    model, meta = _load(registry, model_dir, backend, precision, threads)
+    model, meta = _load(registry, model_dir, runtime, precision, threads)
     max_length = int(meta.get("max_length", 128))
     if pairs is not None:
         preds = task.predict(model, inputs, max_length, batch_size, pairs=pairs)
@@ -116,14 +124,14 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
 @click.option("--text-column", help="Text column of a data file. Default: the task's, else text.")
 @click.option("--label-column", help="Label column of a data file. Default: the task's, else label.")
 @click.option("--text-pair-column", help="Second-text column of a data file, for pair tasks. Default: the task's.")
-@click.option("--backend", help="Backend to run on (default: the one that trained the model, if installed).")
+@runtime_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-eval-samples", type=click.IntRange(min=1), help="Score a fixed random subset of this size.")
 @click.option("--output", "-o", help="Where to write the metrics JSON. Default: evaluation-<dataset>.json beside the model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @runtime_options
 def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column: str | None,
-             text_pair_column: str | None, backend: str | None, batch_size: int, max_eval_samples: int | None,
+             text_pair_column: str | None, runtime: str | None, batch_size: int, max_eval_samples: int | None,
              output: str | None, as_json: bool, precision: str, threads: int | None) -> None:
     """Score a saved model on labelled data; print and write the metrics."""
     from tl.assets.resolve import resolve_eval_file
@@ -136,7 +144,7 @@ def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column
     from tl.training.rundir import write_json_atomic
 
     registry, pm = load_registry()
-    model, meta = _load(registry, model_dir, backend, precision, threads)
+    model, meta = _load(registry, model_dir, runtime, precision, threads)
     task = task_of(meta, registry)
     text_column = text_column or task.defaults.get("text_column") or "text"
     label_column = label_column or task.defaults.get("label_column") or "label"

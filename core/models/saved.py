@@ -16,6 +16,9 @@ from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Backend, HeadSpec, Model
 from tl.models.adapters import materialize
 from tl.models.hf_checkpoint import META_NAME, checkpoint_family, read_meta, validate_checkpoint, write_json
 
+#: Export formats as users know them, for messages.
+FORMAT_NAMES = {"onnx": "ONNX", "savedmodel": "SavedModel"}
+
 
 def save_model(model: Model, directory: Path, meta: dict[str, Any]) -> Path:
     """Write weights, tokenizer and tl.json into ``directory`` atomically (temp dir + rename)."""
@@ -61,8 +64,18 @@ def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str
     if not d.exists():
         raise UsageError(f"model directory {d} not found")
     meta = read_meta(d)
-    weights = materialize(d)  # LoRA adapters saved alone: merged into their base model
-    validate_checkpoint(weights)
+    exported = (meta.get("export") or {}).get("format")
+    runs = backend.capabilities.runs_exports
+    if runs:  # e.g. onnx: runs export directories, reads no weights
+        if exported not in runs:
+            raise UsageError(f"{d} is not an {FORMAT_NAMES.get(runs[0], runs[0])} export; "
+                             f"run tl export --format {runs[0]} --model {d}")
+        weights = d
+    elif exported:
+        raise UsageError(f"{d} is an {FORMAT_NAMES.get(exported, exported)} export; use --runtime {exported}")
+    else:
+        weights = materialize(d)  # LoRA adapters saved alone: merged into their base model
+        validate_checkpoint(weights)
     tokenizer = Tokenizer.from_dir(d)
     tokenizer.truncation = meta.get("truncation", "head")
     head = HeadSpec(meta["head"], meta["labels"])
@@ -86,9 +99,11 @@ def pick_runtime(registry, requested: str | None, model_dir: str | Path) -> str:
     if trained in names and registry.get("backend", trained).is_available():
         return trained
     for name in names:
-        if registry.get("backend", name).is_available():
+        backend = registry.get("backend", name)
+        if backend.is_available() and not backend.capabilities.runs_exports:
             return name
-    raise UsageError("no backend is installed: pip install 'tl[torch]', 'tl[tensorflow]' or (exported models) 'tl[onnx]'")
+    raise UsageError("no backend that runs tl models is installed: pip install 'tl[torch]' or 'tl[tensorflow]' "
+                     "(or, where one is, tl export --format onnx, then run the export with 'tl[onnx]' alone)")
 
 
 def open_model(model_dir: str | Path, runtime: str | None = None, *, precision: str = "auto",
@@ -108,8 +123,19 @@ def open_model(model_dir: str | Path, runtime: str | None = None, *, precision: 
     plan = make_plan(backend.probe(), PlanRequest(precision=precision, batch_size=1, threads=threads))
     apply_plan(backend, plan)  # before the framework starts its thread pools
     model, meta = load_saved(model_dir, backend)
-    model.set_precision(plan.precision)
+    model.set_precision(supported_precision(backend, plan.precision, precision))
     return model, meta, task
+
+
+def supported_precision(backend: Backend, planned: str, requested: str) -> str:
+    """The plan's precision where ``backend`` computes in it; else fp32 for ``auto`` (the onnx
+    runtime computes in fp32 only), and a one-line error for a precision asked for by name."""
+    if planned in backend.capabilities.precisions:
+        return planned
+    if requested == "auto":
+        return "fp32"
+    raise UsageError(f"the {backend.name} runtime computes in {', '.join(backend.capabilities.precisions)}, "
+                     f"not {requested}; pass --precision auto")
 
 
 def task_of(meta: dict[str, Any], registry) -> Task:
