@@ -159,6 +159,8 @@ class Capabilities:
     #: Export formats this backend runs (an export directory, ``tl export``'s output) instead of tl
     #: model directories: such a backend loads neither weights nor adapters.
     runs_exports: tuple[str, ...] = ()
+    #: Trains models (``tl run``); False for a runtime that only runs exported ones (onnx).
+    trains: bool = True
     #: Writes resumable checkpoints (model, optimizer, schedule, RNG, data position).
     checkpoints: bool = False
     #: In a multi-process run, each process evaluates its shard and ``Backend.all_gather`` joins them;

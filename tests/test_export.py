@@ -148,6 +148,8 @@ def test_one_line_errors(exported, fast_run, tmp_path):
          f"{target} is already an onnx export; export the tl model it came from"),
         (["export", "--model", str(model_dir), "--format", "onnx", "-o", str(target)],
          f"{target} already exists; pass another --output"),
+        (["run", "--backend", "onnx", "--model", str(model_dir), "-o", str(tmp_path / "run")],
+         "backend 'onnx' runs exported models only and cannot train; pass --backend"),
     ]
     for args, message in cases:
         out = invoke(*args)

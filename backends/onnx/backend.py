@@ -28,6 +28,7 @@ class OnnxBackend(Backend):
         heads=("sequence_classification", "token_classification"),
         precisions=("fp32",),  # the graph computes in float32 (int8 exports: int8 weights, fp32 outputs)
         runs_exports=("onnx",),
+        trains=False,
     )
 
     def __init__(self) -> None:

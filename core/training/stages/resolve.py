@@ -22,6 +22,10 @@ def resolve(ctx: RunContext) -> None:
     config = ctx.config
     ctx.task = task = ctx.registry.get("task", config.task)
     ctx.backend = backend = get_backend(ctx.registry, config.backend)
+    if not backend.capabilities.trains:
+        trainers = [n for n in ctx.registry.names("backend") if ctx.registry.get("backend", n).capabilities.trains]
+        raise UsageError(f"backend {backend.name!r} runs exported models only and cannot train; "
+                         f"pass --backend {' or '.join(trainers) or 'torch'}")
     ctx.world = world = backend.process_group()
     if world.size > 1 and world.mode not in backend.capabilities.distributed:
         raise UsageError(f"backend {backend.name!r} cannot train in a {world.size}-process group "
