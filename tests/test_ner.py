@@ -19,7 +19,7 @@ from tl.errors import DataError
 from tl.plugins import build_registry, get_plugin_manager
 from tl.training.config import resolve
 
-from conftest import BACKENDS
+from conftest import BACKENDS, slow_on
 from tinybert import FILLER, make_checkpoint
 
 pytest.importorskip("tl_ner")
@@ -368,6 +368,7 @@ def test_evaluate_command_scores_a_jsonl_file(trained, ner_files, tmp_path):
     assert "  PER " in out.output and json.loads((tmp_path / "ev.json").read_text())["eval_f1"] >= 0.95
 
 
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_gradient_accumulation_weights_by_labelled_tokens(ner_registry, ner_files, tmp_path, backend_name):
     """Batch 16 in one step or 2 x 8 accumulated: each micro-batch's loss is divided by the labelled
     tokens of the whole step (micro-batches hold different numbers), so the runs agree."""
@@ -385,6 +386,7 @@ def test_gradient_accumulation_weights_by_labelled_tokens(ner_registry, ner_file
     assert metrics[1]["eval_loss"] == pytest.approx(metrics[2]["eval_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one_for_a_token_head(ner_files, tmp_path):
     """NER under DDP: each rank trains on its shard with the step's labelled tokens summed over both
     ranks, and evaluates half the sentences; the result equals one process."""

@@ -20,7 +20,7 @@ from tl.training.config import resolve
 from tl.training.pipeline import run
 from tl.training.strategies import Strategy, depth, lr_scale, trainable_depth
 
-from conftest import BACKENDS
+from conftest import BACKENDS, slow_on
 from tinybert import synthetic_rows
 
 HIDDEN, LAYERS = 32, 2  # tests/tinybert.py defaults
@@ -79,6 +79,7 @@ def test_gradual_unfreeze_unfreezes_from_the_top(registry, tmp_path, tiny_checkp
     assert {"pooler.dense.weight", "encoder.layer.1.output.dense.weight"} <= changed
 
 
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_layer_lr_decay_changes_the_result(registry, tmp_path, tiny_checkpoint, tiny_data, backend_name):
     a = _run(registry, tmp_path, backend_name, tiny_checkpoint, tiny_data, "d1", epochs=1).metrics
     b = _run(registry, tmp_path, backend_name, tiny_checkpoint, tiny_data, "d5", epochs=1, layer_lr_decay=0.5).metrics

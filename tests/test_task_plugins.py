@@ -20,7 +20,7 @@ from tl.interfaces import Task
 from tl.plugins import build_registry, get_plugin_manager
 from tl.training.config import resolve
 
-from conftest import BACKENDS
+from conftest import BACKENDS, slow_on
 from tinybert import FILLER, NEGATIVE, NEUTRAL, POSITIVE, make_checkpoint
 
 #: Measured over ten data seeds on each backend with the 64-wide checkpoint below: every run reached 1.0
@@ -186,6 +186,7 @@ def test_classify_label_order_and_metrics(plugin_registry):
 
 # training on every backend -----------------------------------------------------------------------
 
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_nli_trains_through_the_pair_path(plugin_registry, tmp_path, wide_checkpoint, backend_name):
     from tl.models.inference import predict
     from tl.models.saved import load_saved

@@ -423,7 +423,7 @@ def test_dataset_yields_the_core_batches_in_order(scratch_checkpoint, tokenizer,
         np.testing.assert_array_equal(y.numpy(), b.labels)
 
 
-@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("grouped", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_freeze_builds_no_backward_pass_through_the_encoder(scratch_checkpoint, tokenizer, tf_backend, grouped):
     """Under ``--strategy freeze`` the train step differentiates the head alone: its graph has no
     gradient op for an encoder layer or the embeddings (Keras' ``trainable = False`` does not keep a
