@@ -21,7 +21,8 @@ from tl.serve import settings as defaults
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=defaults.MAX_BATCH_SIZE, show_default=True,
               help="Texts per model call; concurrent requests are batched together.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=defaults.MAX_WAIT_MS, show_default=True,
-              help="How long a batch waits for more texts after its first.")
+              help="How long a batch waits for more texts after its first (0: it takes what queued while "
+                   "the model was busy; raise it on GPUs for fuller batches).")
 @click.option("--max-queue", type=click.IntRange(min=1), default=defaults.MAX_QUEUE, show_default=True,
               help="Texts waiting for the model; beyond it requests get 503 with Retry-After.")
 @click.option("--max-texts", type=click.IntRange(min=1), default=defaults.MAX_TEXTS, show_default=True,

@@ -19,7 +19,10 @@ API_KEY_ENV = "TL_API_KEY"
 #: Defaults, shown by ``tl serve --help``.
 DEFAULT_PORT = 8000
 MAX_BATCH_SIZE = 32
-MAX_WAIT_MS = 5.0
+#: No wait by default: batches form from the texts that queued while the model was busy (measured on
+#: MiniLM, 2 CPU cores: the same requests/s at 32 concurrent clients as a 5 ms wait, and 20-25% lower
+#: latency for a lone client); a wait pays where a bigger batch costs little more (GPUs).
+MAX_WAIT_MS = 0.0
 MAX_QUEUE = 1024
 MAX_TEXTS = 256
 MAX_CHARS = 10_000
