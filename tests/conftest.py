@@ -86,6 +86,30 @@ def minilm_run(tmp_path_factory, tl_home):
     return get
 
 
+@pytest.fixture(scope="session")
+def exported(fast_run, tmp_path_factory):
+    """``exported(trained_on, quantize=None)``: the fast_run model of ``trained_on`` exported once per
+    session through ``tl export --format onnx`` (test_export, test_serve); returns (model dir, export dir)."""
+    from click.testing import CliRunner
+
+    from tl.cli import cli
+
+    cache = {}
+
+    def get(trained_on: str, quantize: str | None = None):
+        if (trained_on, quantize) not in cache:
+            model_dir = fast_run(trained_on).run_dir / "model"
+            target = tmp_path_factory.mktemp("onnx") / f"{trained_on}-{quantize or 'fp32'}"
+            out = CliRunner().invoke(cli, ["export", "--model", str(model_dir), "--format", "onnx", "-o", str(target),
+                                           *(["--quantize", quantize] if quantize else [])])
+            assert out.exit_code == 0, out.output
+            assert out.output.startswith(f"exported onnx{' ' + quantize if quantize else ''} to {target} (self-check:")
+            cache[(trained_on, quantize)] = model_dir, target
+        return cache[(trained_on, quantize)]
+
+    return get
+
+
 def slow_on(*names: str) -> list:
     """BACKENDS as parameters, those in ``names`` marked ``slow`` (run with -m slow): for a case whose
     other backend's variant covers what the default run needs, e.g.

@@ -36,26 +36,6 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-@pytest.fixture(scope="module")
-def exported(fast_run, tmp_path_factory):
-    """``exported(trained_on, quantize=None)``: the fast_run model of ``trained_on`` exported once
-    through the CLI; returns (model dir, export dir)."""
-    cache = {}
-
-    def get(trained_on: str, quantize: str | None = None):
-        if (trained_on, quantize) not in cache:
-            model_dir = fast_run(trained_on).run_dir / "model"
-            target = tmp_path_factory.mktemp("onnx") / f"{trained_on}-{quantize or 'fp32'}"
-            out = invoke("export", "--model", str(model_dir), "--format", "onnx", "-o", str(target),
-                         *(["--quantize", quantize] if quantize else []))
-            assert out.exit_code == 0, out.output
-            assert out.output.startswith(f"exported onnx{' ' + quantize if quantize else ''} to {target} (self-check:")
-            cache[(trained_on, quantize)] = model_dir, target
-        return cache[(trained_on, quantize)]
-
-    return get
-
-
 @pytest.mark.parametrize("trained_on", BACKENDS)
 def test_export_gives_the_torch_logits_on_held_out_texts(registry, exported, trained_on):
     model_dir, target = exported(trained_on)

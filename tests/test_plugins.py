@@ -11,6 +11,8 @@ from tl.errors import PluginError, UsageError
 from tl.interfaces import DatasetSpec, ModelSpec, Task
 from tl.plugins import build_registry, get_plugin_manager
 
+from conftest import slow_on
+
 
 class EchoTask(Task):
     name = "echo"
@@ -136,6 +138,7 @@ def test_plugin_that_raises_is_isolated():
     assert [f.error for f in reg.failures] == ["RuntimeError: kaput"]
 
 
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_event_hooks_fire_during_a_run(tmp_path, tiny_checkpoint, tiny_data, backend_name):
     from tl.training.config import resolve
     from tl.training.pipeline import run

@@ -138,19 +138,14 @@ def _train_pair_model(tmp: Path, checkpoint: Path) -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def onnx_server(model_dir, tmp_path_factory):
-    """A server on ``tl export --format onnx`` of the model (exported in-process: torch is loaded here
-    already), started when the other servers are idle."""
-    from click.testing import CliRunner
-
-    from tl.cli import cli
-
+def onnx_server(exported, tmp_path_factory):
+    """A server on the session's ``tl export --format onnx`` of the model (conftest.exported), started
+    when the other servers are idle."""
     if not all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")):
         pytest.skip("onnx, onnxscript and onnxruntime are needed to export and serve ONNX")
-    tmp = tmp_path_factory.mktemp("onnx")
-    out = CliRunner().invoke(cli, ["export", "--model", str(model_dir), "--format", "onnx", "-o", str(tmp / "onnx")])
-    assert out.exit_code == 0, out.output
-    server = Server(tmp / "onnx", tmp / "onnx.log")  # no --runtime: an export runs on onnx
+    _, target = exported("torch")
+    tmp = tmp_path_factory.mktemp("onnx-serve")
+    server = Server(target, tmp / "onnx.log")  # no --runtime: an export runs on onnx
     yield server
     server.stop()
     server.wait()

@@ -241,6 +241,7 @@ def test_nli_trains_through_the_pair_path(plugin_registry, tmp_path, wide_checkp
         assert out.exit_code == 2 and "FIRST<TAB>SECOND" in out.output
 
 
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_classify_trains_four_classes(plugin_registry, tmp_path, wide_checkpoint, backend_name):
     data = write_rows(tmp_path / "topics.csv", ["text", "topic"], topic_rows(480, seed=6))
     result = _run(plugin_registry, "classify", backend_name, wide_checkpoint, data, tmp_path / "run",

@@ -126,6 +126,7 @@ def test_two_tensorflow_workers_match_one_process(tmp_path, tiny_data):
         assert list((tmp_path / f"worker{i}" / "tmp").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_tensorflow_fp16_loss_scaling_trains_like_fp32(tmp_path, tiny_data, registry, monkeypatch):
     """The train step scales the loss for the LossScaleOptimizer (which unscales the gradients): fp16
     with loss scaling learns what fp32 learns. CPUs get fp16 only when the plan is forced to it."""

@@ -61,6 +61,7 @@ def test_same_seed_same_metrics(registry, tmp_path, tiny_checkpoint, tiny_data, 
     assert a["eval_loss"] != c["eval_loss"]
 
 
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_three_classes_with_neutral(registry, tmp_path, tiny_checkpoint, backend_name):
     data = write_csv(tmp_path / "three.csv", synthetic_rows(600, seed=3, classes=("positive", "neutral", "negative")))
     result = _run(registry, tmp_path, backend_name, tiny_checkpoint, data, epochs=6)
