@@ -233,6 +233,18 @@ def median_of(samples: list[dict], *keys: str) -> float | None:
     return round(statistics.median(vals), 1) if vals else None
 
 
+def interleaved(names: tuple[str, ...], repeats: int, label: str, sample) -> dict[str, list]:
+    """``sample(name)`` for every name, ``repeats`` times, the order rotated every repeat so that
+    machine noise hits every variant alike."""
+    samples: dict[str, list] = {n: [] for n in names}
+    for r in range(repeats):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            print(f"serve bench: {label} repeat {r + 1}/{repeats}: {name}", file=sys.stderr)
+            samples[name].append(sample(name))
+    return samples
+
+
 def table(res: dict) -> str:
     a = res["args"]
     lines = [f"Serving MiniLM (rotten_tomatoes, 1 epoch), this machine ({res['machine']['cpu']}, "
@@ -282,12 +294,8 @@ def main() -> None:
         texts = held_out_texts()
         res: dict = {"args": vars(args), "machine": machine_info(), "exports": exports, "commands": commands}
         if "serve" in args.only:
-            samples: dict[str, list] = {n: [] for n in SERVERS}
-            for r in range(args.repeats):
-                order = SERVERS[r % len(SERVERS):] + SERVERS[:r % len(SERVERS)]
-                for name in order:
-                    print(f"serve bench: repeat {r + 1}/{args.repeats}: {name}", file=sys.stderr)
-                    samples[name].append(serve_sample(name, dirs, texts, args, commands))
+            samples = interleaved(SERVERS, args.repeats, "serve",
+                                  lambda name: serve_sample(name, dirs, texts, args, commands))
             medians = {n: {f"c{c}": {k: median_of(s, f"c{c}", k) for k in ("requests_per_second", "p50_ms", "p99_ms")}
                            for c in args.concurrency} for n, s in samples.items()}
             top = f"c{max(args.concurrency)}"
@@ -304,12 +312,8 @@ def main() -> None:
                 picked = (texts * (n // len(texts) + 1))[:n]
                 files[n] = data / f"predict-{n}.txt"
                 files[n].write_text("\n".join(picked) + "\n", encoding="utf-8")
-            psamples: dict[str, list] = {n: [] for n in PREDICTORS}
-            for r in range(args.repeats):
-                order = PREDICTORS[r % len(PREDICTORS):] + PREDICTORS[:r % len(PREDICTORS)]
-                for name in order:
-                    print(f"serve bench: predict repeat {r + 1}/{args.repeats}: {name}", file=sys.stderr)
-                    psamples[name].append(predict_sample(name, dirs, files, args, commands))
+            psamples = interleaved(PREDICTORS, args.repeats, "predict",
+                                   lambda name: predict_sample(name, dirs, files, args, commands))
             pmed = {n: median_of(s, "steady_texts_per_second") for n, s in psamples.items()}
             acc = {n: accuracy(n, dirs, work, args, commands) for n in PREDICTORS}
             pratios = {"onnx-int8 / torch-bf16 texts/s": round(pmed["onnx-int8"] / pmed["torch-bf16"], 2),

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from tl.data.batching import Batch, unpad
+from tl.data.batching import Batch, join_logits
 from tl.data.tokenization import Tokenizer
 from tl.errors import UsageError
 from tl.interfaces import HEAD_TOKEN_CLASSIFICATION, HeadSpec, Model
@@ -53,20 +53,12 @@ class OnnxModel(Model):
         self.precision = precision
 
     def logits(self, batches: Iterable[Batch]) -> np.ndarray | list[np.ndarray]:
-        per_token = self.head.kind == HEAD_TOKEN_CLASSIFICATION
-        outs: list[np.ndarray] = []
-        for b in batches:
+        def run(b: Batch) -> np.ndarray:
             feed = {name: np.asarray(getattr(b, name), dtype=np.int64) for name in self.inputs}
-            out = np.asarray(self.session.run(["logits"], feed)[0], dtype=np.float32)
-            if per_token:
-                outs.extend(unpad(out, b.attention_mask))
-            else:
-                outs.append(out)
-        if per_token:
-            return outs
-        if not outs:
-            return np.zeros((0, self.head.num_labels), dtype=np.float32)
-        return np.concatenate(outs)
+            return self.session.run(["logits"], feed)[0]
+
+        return join_logits(((run(b), b.attention_mask) for b in batches),
+                           self.head.kind == HEAD_TOKEN_CLASSIFICATION, self.head.num_labels)
 
     def save_weights(self, directory: Path) -> None:
         raise UsageError("an ONNX export cannot be saved as a tl model; keep the model it was exported from")

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tl.data.batching import Batch, unpad
+from tl.data.batching import Batch, join_logits
 from tl.data.tokenization import Tokenizer
 from tl.interfaces import HeadSpec, Model
 from tl.models.hf_checkpoint import (
@@ -68,13 +68,8 @@ class TensorflowModel(Model):
 
     def logits(self, batches: Iterable[Batch]) -> np.ndarray | list[np.ndarray]:
         predict = self._predict_fn()
-        if self.network.per_token:
-            return [row.astype(np.float32, copy=False) for b in batches
-                    for row in unpad(predict(to_inputs(b)).numpy(), b.attention_mask)]
-        outs = [predict(to_inputs(b)).numpy() for b in batches]
-        if not outs:
-            return np.zeros((0, self.head.num_labels), dtype=np.float32)
-        return np.concatenate(outs).astype(np.float32, copy=False)
+        return join_logits(((predict(to_inputs(b)).numpy(), b.attention_mask) for b in batches),
+                           self.network.per_token, self.head.num_labels)
 
     def state(self, merged: bool = True) -> dict[str, np.ndarray]:
         """All weights in transformers names and layouts (without the family prefix); LoRA

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tl.data.batching import Batch, unpad
+from tl.data.batching import Batch, join_logits
 from tl.data.tokenization import Tokenizer
 from tl.interfaces import HEAD_TOKEN_CLASSIFICATION, Family, HeadSpec, Model
 from tl.models.families import family_for
@@ -51,21 +51,11 @@ class TorchModel(Model):
 
     def logits(self, batches: Iterable[Batch]) -> np.ndarray | list[np.ndarray]:
         self.module.eval()
-        outs = []
         dev = self.device
-        per_token = self.head.kind == HEAD_TOKEN_CLASSIFICATION
         with torch.inference_mode(), self.autocast():
-            for b in batches:
-                out = self.module(**to_inputs(b, dev, self.token_types)).logits.float().cpu().numpy()
-                if per_token:
-                    outs.extend(unpad(out, b.attention_mask))
-                else:
-                    outs.append(out)
-        if per_token:
-            return outs
-        if not outs:
-            return np.zeros((0, self.head.num_labels), dtype=np.float32)
-        return np.concatenate(outs)
+            return join_logits(((self.module(**to_inputs(b, dev, self.token_types)).logits.float().cpu().numpy(),
+                                 b.attention_mask) for b in batches),
+                               self.head.kind == HEAD_TOKEN_CLASSIFICATION, self.head.num_labels)
 
     def save_weights(self, directory: Path) -> None:
         from transformers.utils import logging as hf_logging

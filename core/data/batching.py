@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,25 @@ def unpad(logits: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
     """Per-token logits [B, L, labels] of a batch as one [tokens, labels] array per row."""
     lengths = np.asarray(attention_mask).sum(axis=1)
     return [np.ascontiguousarray(logits[j, : int(n)]) for j, n in enumerate(lengths)]
+
+
+def join_logits(outputs: Iterable[tuple[np.ndarray, np.ndarray]], per_token: bool,
+                num_labels: int) -> np.ndarray | list[np.ndarray]:
+    """``Model.logits``'s result from each batch's (logits, attention mask), in order: the float32
+    [rows, labels] arrays concatenated, or for a token head (``per_token``) one unpadded
+    [tokens, labels] array per row."""
+    outs: list[np.ndarray] = []
+    for logits, attention_mask in outputs:
+        logits = np.asarray(logits, dtype=np.float32)
+        if per_token:
+            outs.extend(unpad(logits, attention_mask))
+        else:
+            outs.append(logits)
+    if per_token:
+        return outs
+    if not outs:
+        return np.zeros((0, num_labels), dtype=np.float32)
+    return np.concatenate(outs)
 
 
 def train_order(

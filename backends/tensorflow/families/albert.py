@@ -22,9 +22,13 @@ import keras_hub
 from tl.errors import UsageError
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Family
 from tl.models.hf_checkpoint import CONFIG_NAME
-from tl_tensorflow.families.bert import FirstTokenHead
+from tl_tensorflow.families.bert import FirstTokenHead, encoder_block
 from tl_tensorflow.network import Classifier, activation
 from tl_tensorflow.weights import WeightSpec, WeightSpecs
+
+#: ALBERT's names for a shared layer's weights (``tl_tensorflow.families.bert.BERT_BLOCK``'s order).
+ALBERT_BLOCK = ("attention.query", "attention.key", "attention.value", "attention.dense", "attention.LayerNorm",
+                "ffn", "ffn_output", "full_layer_layer_norm")
 
 #: AlbertConfig's defaults for the keys this module reads.
 DEFAULTS = {
@@ -110,16 +114,7 @@ def weight_map(net: Classifier) -> list[WeightSpec]:
     w.layer_norm("embeddings.LayerNorm", backbone.get_layer("embeddings_layer_norm"))
     w.dense("encoder.embedding_hidden_mapping_in", backbone.get_layer("embedding_projection"))
     for prefix, block in _named_blocks(backbone):
-        attention = block._self_attention_layer
-        # kernel [hidden, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
-        w.dense(f"{prefix}.attention.query", attention._query_dense)
-        w.dense(f"{prefix}.attention.key", attention._key_dense)
-        w.dense(f"{prefix}.attention.value", attention._value_dense)
-        w.dense(f"{prefix}.attention.dense", attention._output_dense, inputs=2)  # [heads, head_dim, hidden]
-        w.layer_norm(f"{prefix}.attention.LayerNorm", block._self_attention_layer_norm)
-        w.dense(f"{prefix}.ffn", block._feedforward_intermediate_dense)
-        w.dense(f"{prefix}.ffn_output", block._feedforward_output_dense)
-        w.layer_norm(f"{prefix}.full_layer_layer_norm", block._feedforward_layer_norm)
+        encoder_block(w, prefix, block, ALBERT_BLOCK)
     if not net.per_token:
         w.dense("pooler", backbone.get_layer("pooled_dense"))
     w.dense("classifier", net.classifier)

@@ -104,19 +104,27 @@ def weight_map(net: Classifier) -> list[WeightSpec]:
     return w.specs
 
 
-def encoder_block(w: WeightSpecs, prefix: str, block: keras.layers.Layer) -> None:
-    """The weights of a KerasHub ``TransformerEncoder`` under transformers' BERT-layer names (``prefix``:
-    ``encoder.layer.{i}``), as BERT, ELECTRA and RoBERTa name them."""
+#: transformers' names (under a layer's prefix) of a KerasHub ``TransformerEncoder`` block's weights, in
+#: the order query, key, value, attention output, attention LayerNorm, feed-forward in, out, LayerNorm:
+#: BERT's layer, as BERT, ELECTRA and RoBERTa name it.
+BERT_BLOCK = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+              "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")
+
+
+def encoder_block(w: WeightSpecs, prefix: str, block: keras.layers.Layer, names: tuple[str, ...] = BERT_BLOCK) -> None:
+    """The weights of a KerasHub ``TransformerEncoder`` under transformers' ``names`` (``BERT_BLOCK``'s
+    order) below ``prefix`` (``encoder.layer.{i}``)."""
+    query, key, value, out, attention_norm, ffn_in, ffn_out, ffn_norm = (f"{prefix}.{n}" for n in names)
     attention = block._self_attention_layer
     # kernel [hidden, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
-    w.dense(f"{prefix}.attention.self.query", attention._query_dense)
-    w.dense(f"{prefix}.attention.self.key", attention._key_dense)
-    w.dense(f"{prefix}.attention.self.value", attention._value_dense)
-    w.dense(f"{prefix}.attention.output.dense", attention._output_dense, inputs=2)  # [heads, head_dim, hidden]
-    w.layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
-    w.dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
-    w.dense(f"{prefix}.output.dense", block._feedforward_output_dense)
-    w.layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
+    w.dense(query, attention._query_dense)
+    w.dense(key, attention._key_dense)
+    w.dense(value, attention._value_dense)
+    w.dense(out, attention._output_dense, inputs=2)  # [heads, head_dim, hidden]
+    w.layer_norm(attention_norm, block._self_attention_layer_norm)
+    w.dense(ffn_in, block._feedforward_intermediate_dense)
+    w.dense(ffn_out, block._feedforward_output_dense)
+    w.layer_norm(ffn_norm, block._feedforward_layer_norm)
 
 
 def block_projections(blocks: list[keras.layers.Layer]) -> dict[str, tuple[keras.layers.Layer, str]]:

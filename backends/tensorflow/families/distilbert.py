@@ -17,9 +17,13 @@ import keras_hub
 from tl.errors import UsageError
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Family
 from tl.models.hf_checkpoint import CONFIG_NAME
-from tl_tensorflow.families.bert import FirstTokenHead, classifier_dense
+from tl_tensorflow.families.bert import FirstTokenHead, classifier_dense, encoder_block
 from tl_tensorflow.network import Classifier, activation
 from tl_tensorflow.weights import WeightSpec, WeightSpecs
+
+#: DistilBERT's names for a layer's weights (``tl_tensorflow.families.bert.BERT_BLOCK``'s order).
+DISTILBERT_BLOCK = ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "sa_layer_norm",
+                    "ffn.lin1", "ffn.lin2", "output_layer_norm")
 
 
 class DistilBertEncoder(keras.layers.Layer):
@@ -96,17 +100,7 @@ def weight_map(net: Classifier) -> list[WeightSpec]:
     w.embedding("embeddings.position_embeddings.weight", backbone.embeddings.position_embedding.position_embeddings)
     w.layer_norm("embeddings.LayerNorm", backbone.embeddings_layer_norm)
     for i, block in enumerate(backbone.transformer_layers):
-        attention = block._self_attention_layer
-        prefix = f"transformer.layer.{i}"
-        # kernel [dim, heads, head_dim]; under --strategy lora, the projection a LoraAdapter wraps
-        w.dense(f"{prefix}.attention.q_lin", attention._query_dense)
-        w.dense(f"{prefix}.attention.k_lin", attention._key_dense)
-        w.dense(f"{prefix}.attention.v_lin", attention._value_dense)
-        w.dense(f"{prefix}.attention.out_lin", attention._output_dense, inputs=2)  # [heads, head_dim, dim]
-        w.layer_norm(f"{prefix}.sa_layer_norm", block._self_attention_layer_norm)
-        w.dense(f"{prefix}.ffn.lin1", block._feedforward_intermediate_dense)
-        w.dense(f"{prefix}.ffn.lin2", block._feedforward_output_dense)
-        w.layer_norm(f"{prefix}.output_layer_norm", block._feedforward_layer_norm)
+        encoder_block(w, f"transformer.layer.{i}", block, DISTILBERT_BLOCK)
     if not net.per_token:
         w.dense("pre_classifier", net.head.pre_classifier)
     w.dense("classifier", net.classifier)
