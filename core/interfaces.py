@@ -181,6 +181,9 @@ class TrainCallbacks:
     should_stop: Callable[[], bool] = lambda: False
     #: Facts for metrics.json (e.g. trainable_parameters, total_parameters), reported once.
     on_info: Callable[[dict], None] = lambda info: None
+    #: One warning line for the user (printed, and kept in metrics.json's ``warnings``), e.g. an
+    #: out-of-memory step retried with half the micro-batch.
+    warn: Callable[[str], None] = lambda message: None
 
 
 class Model(ABC):

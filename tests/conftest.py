@@ -127,3 +127,37 @@ def registry():
     from tl.plugins import build_registry, get_plugin_manager
 
     return build_registry(get_plugin_manager())
+
+
+# --- the fault suite's results (tests/faults/, README "Guarantees") -----------------------------------
+# A test marked ``@pytest.mark.guarantee(fault=..., tl=..., kept=...)`` proves one row of README's
+# Guarantees table. ``--guarantees PATH`` writes every such test's outcome to PATH as JSON;
+# ``scripts/guarantees.py`` runs the suite that way and renders the table from that file.
+
+def pytest_addoption(parser):
+    parser.addoption("--guarantees", metavar="PATH", default=None,
+                     help="write the outcome of every @pytest.mark.guarantee test to PATH (JSON)")
+
+
+GUARANTEE_RESULTS = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    mark = item.get_closest_marker("guarantee")
+    if mark is not None and item.config.getoption("--guarantees") and (report.when == "call" or report.outcome != "passed"):
+        results = item.config.stash.setdefault(GUARANTEE_RESULTS, [])
+        results.append({"test": item.nodeid, "function": item.originalname, "file": item.location[0],
+                        "params": getattr(getattr(item, "callspec", None), "id", ""), "outcome": report.outcome,
+                        "when": report.when, "duration_s": round(report.duration, 2), **mark.kwargs})
+    return report
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--guarantees")
+    if path:
+        import json
+
+        results = session.config.stash.get(GUARANTEE_RESULTS, [])
+        Path(path).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

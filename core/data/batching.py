@@ -34,6 +34,20 @@ class Batch:
             return 0
         return int(np.count_nonzero(self.labels != IGNORE_INDEX))
 
+    def split(self, parts: int) -> list[Batch]:
+        """This batch as ``parts`` consecutive row slices (as equal as the rows allow, none empty), each
+        cut to its own longest row: the micro-batches an out-of-memory retry trains instead of it."""
+        bounds = np.linspace(0, len(self), min(parts, len(self)) + 1).round().astype(int)
+        out = []
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+            width = max(1, int(self.attention_mask[lo:hi].sum(axis=1).max()))
+            labels = self.labels
+            if labels is not None:
+                labels = labels[lo:hi, :width] if labels.ndim == 2 else labels[lo:hi]
+            out.append(Batch(self.input_ids[lo:hi, :width], self.attention_mask[lo:hi, :width],
+                             self.token_type_ids[lo:hi, :width], labels, self.index[lo:hi]))
+        return out
+
 
 @dataclass
 class Encoded:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from tl import faults
 from tl.errors import TrainingInterrupted
 from tl.interfaces import TrainCallbacks
 from tl.training.config import TrainSettings
@@ -67,6 +68,7 @@ class Ledger:
         the epoch after its last step, checkpoint when due, and stop (after a checkpoint) when the
         user asked to."""
         self.step += 1
+        faults.hit("step", self.step)  # the fault suite's switch (TL_INJECT_FAULT); nothing otherwise
         self.micro += self.micro_per_step
         self.loss_sum += loss
         self.n_steps += 1

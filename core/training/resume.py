@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tl import faults
+
 STATE = "state.json"
 
 
@@ -46,6 +48,7 @@ class Checkpointer:
             shutil.rmtree(tmp)
         tmp.mkdir()
         write(tmp)
+        faults.hit("checkpoint", step, tmp)  # the fault suite's switch (TL_INJECT_FAULT); nothing otherwise
         files = {}
         for f in sorted(tmp.iterdir()):
             _fsync_file(f)

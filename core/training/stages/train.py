@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import time
 
 from tl.data.batching import accumulation_split, iter_batches, train_order
@@ -64,8 +65,15 @@ def train(ctx: RunContext) -> None:
         if world.is_main:
             ctx.pm.hook.tl_on_epoch_end(run_dir=ctx.run_dir, epoch=epoch + 1, logs=row)
 
+    def warn(message: str) -> None:  # shown with --quiet too: it changes what the run did
+        if ctx.quiet:
+            print(f"tl: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            progress.write(f"tl: warning: {message}")
+        ctx.train_info.setdefault("warnings", []).append(message)
+
     callbacks = TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end, checkpointer=checkpointer,
-                               resume=resume, on_info=ctx.train_info.update)
+                               resume=resume, on_info=ctx.train_info.update, warn=warn)
     # a backend without checkpoints cannot stop cleanly at a step boundary: Ctrl-C interrupts it at once
     guard = stop_on_signals(callbacks) if checkpointer is not None else contextlib.nullcontext()
     t_start = time.perf_counter()
