@@ -60,8 +60,10 @@ def make_cli() -> TLGroup:
     @click.group(cls=TLGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
     @click.version_option(__version__, prog_name="tl")
     @click.option("--debug", is_flag=True, envvar="TL_DEBUG", help="Show tracebacks for errors.")
+    @click.option("--strict-plugins", is_flag=True, envvar="TL_STRICT_PLUGINS",
+                  help="Make plugin errors fatal (default: one warning line, and tl goes on).")
     @click.pass_context
-    def cli(ctx: click.Context, debug: bool) -> None:
+    def cli(ctx: click.Context, debug: bool, strict_plugins: bool) -> None:
         """tl: fine-tune pre-trained transformers on your labelled text, on PyTorch or TensorFlow.
 
         \b
@@ -71,6 +73,8 @@ def make_cli() -> TLGroup:
         """
         ctx.ensure_object(dict)
         ctx.obj["debug"] = debug
+        if strict_plugins:  # for tl's hook calls and the processes a run starts (torchrun workers)
+            os.environ["TL_STRICT_PLUGINS"] = "1"
 
     return cli
 
@@ -82,10 +86,14 @@ cli = make_cli()
 def with_plugin_commands(group: TLGroup) -> TLGroup:
     """``group`` with the commands every plugin adds through ``tl_register_commands``."""
     from tl.plugins import get_plugin_manager
+    from tl.plugins.events import call_hook, strict_plugins
 
     try:
-        get_plugin_manager().hook.tl_register_commands(cli=group)
+        call_hook(get_plugin_manager(), "tl_register_commands", cli=group)
     except TLError as exc:
+        if strict_plugins():
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
         click.echo(f"Warning: {exc}", err=True)
     return group
 
@@ -93,4 +101,10 @@ def with_plugin_commands(group: TLGroup) -> TLGroup:
 def main() -> None:
     if os.environ.get("TL_DEBUG"):
         sys.tracebacklimit = 1000
+    # plugin commands are added before click parses the options: see --strict-plugins among tl's own
+    for arg in sys.argv[1:]:
+        if not arg.startswith("-"):
+            break
+        if arg == "--strict-plugins":
+            os.environ["TL_STRICT_PLUGINS"] = "1"
     with_plugin_commands(make_cli())(prog_name="tl")

@@ -44,7 +44,7 @@ def _is_table(path: str) -> bool:
 
 def _read_inputs(path: str, text_column: str, pair_column: str | None = None) -> tuple[list[str], list[str] | None]:
     """Texts (and from a table with ``pair_column``, their second texts) from a .txt file, stdin or a table."""
-    from tl.data.tables import read_table, show_names
+    from tl.data.tables import file_format, read_table, show_names, string_column
 
     if not _is_table(path):
         if path == "-":
@@ -57,6 +57,8 @@ def _read_inputs(path: str, text_column: str, pair_column: str | None = None) ->
                 lines = [ln.rstrip("\r\n") for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
             except UnicodeDecodeError as exc:
                 raise UsageError(f"{p} is not valid UTF-8 (byte {exc.start})") from None
+        if not lines:
+            raise UsageError(f"{'stdin (--input -)' if path == '-' else path} has no texts: one text per line")
         return lines, None  # a pair task reads FIRST<TAB>SECOND lines itself
     p = Path(path)
     if not p.is_file():
@@ -66,8 +68,12 @@ def _read_inputs(path: str, text_column: str, pair_column: str | None = None) ->
         if column is not None and column not in df.columns:
             raise UsageError(f"column {column!r} not found in {p.name}; columns are: "
                              f"{show_names(df.columns)}. Pass {option}.")
-    texts = [str(x) for x in df[text_column].tolist()]
-    return texts, None if pair_column is None else [str(x) for x in df[pair_column].tolist()]
+    if len(df) == 0:
+        raise UsageError(f"{p} has no rows to predict")
+    first = 2 if file_format(p) in ("csv", "tsv") else 1  # rows as a spreadsheet shows them: the header is row 1
+    # a missing, null or empty cell is an error naming its row (not the text "nan" or "None" predicted)
+    texts = string_column(df, text_column, p, "text", first)
+    return texts, None if pair_column is None else string_column(df, pair_column, p, "text", first)
 
 
 @click.command()
@@ -163,7 +169,9 @@ def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column
                     "precision": model.precision, "model": str(model_dir)})
     target = Path(output) if output else Path(model_dir).resolve().parent / f"evaluation-{Path(dataset).stem}.json"
     write_json_atomic(target, metrics)
-    pm.hook.tl_on_evaluate(run_dir=target.parent, metrics=metrics)
+    from tl.plugins.events import call_hook
+
+    call_hook(pm, "tl_on_evaluate", run_dir=target.parent, metrics=metrics)
     if as_json:
         click.echo(json.dumps(metrics))
         return

@@ -33,6 +33,8 @@ class _Manager(pluggy.PluginManager):
         self.plugin_dists: dict[str, str] = {}
         #: names of the plugins the ``tl`` distribution itself provides.
         self.builtin_plugins: set[str] = set()
+        #: (plugin, hook) pairs whose failure was already reported (``tl.plugins.events``).
+        self.reported_failures: set[tuple[str, str]] = set()
 
 
 def get_plugin_manager(*, autoload: bool | None = None, extra_plugins: tuple[Any, ...] = ()) -> _Manager:

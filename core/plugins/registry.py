@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tl.errors import BackendUnavailable, PluginError, UsageError
+from tl.plugins.guard import guarded_hooks
 
 if TYPE_CHECKING:
     from tl.interfaces import Backend
@@ -36,6 +37,7 @@ REGISTRATION_HOOKS = {
     "model": "tl_register_models",
     "family": "tl_register_families",
 }
+HOOK_KINDS = {hook: kind for kind, hook in REGISTRATION_HOOKS.items()}
 
 
 @dataclass
@@ -43,6 +45,12 @@ class PluginFailure:
     name: str
     distribution: str
     error: str
+    #: the hook that raised ("" : the plugin failed to load, or registered something invalid)
+    hook: str = ""
+
+    def describe(self) -> str:
+        where = f"failed in {self.hook}" if self.hook else "failed"
+        return f"plugin {self.name!r} ({self.distribution}) {where}: {self.error}"
 
 
 @dataclass
@@ -132,107 +140,36 @@ class _Session:
 
         return register
 
-    def fail(self, plugin_name: str, exc: BaseException) -> None:
+    def fail(self, plugin_name: str, exc: BaseException, hook: str = "") -> None:
         error = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}".strip()
-        self.registry.failures.append(PluginFailure(plugin_name, self.provider(plugin_name), error))
+        self.registry.failures.append(PluginFailure(plugin_name, self.provider(plugin_name), error, hook))
 
 
 @contextlib.contextmanager
 def _guarded(pm: Any, session: _Session) -> Iterator[None]:
-    """Every implementation of a registration hook guarded for ``session``, then restored."""
-    originals = []
-    for kind, hook_name in REGISTRATION_HOOKS.items():
-        caller = getattr(pm.hook, hook_name, None)
-        for impl in caller.get_hookimpls() if caller is not None else ():
-            originals.append((impl, impl.function))
-            # HookImpl.function is Final only for type checkers; pluggy calls whatever it holds.
-            impl.function = _guard(impl, kind, session)  # type: ignore[misc]
-    try:
+    """Every implementation of a registration hook guarded for ``session`` (its own ``register``;
+    an exception recorded as the plugin's failure), then restored."""
+
+    def guard_for(impl: Any) -> tuple[Callable[[BaseException], None], Callable[[tuple, dict], tuple[tuple, dict]]]:
+        kind = HOOK_KINDS[impl_hook[id(impl)]]
+        plugin_name, argnames = impl.plugin_name, tuple(impl.argnames)
+
+        def own_register(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            """pluggy passes ``argnames`` positionally and ``kwargnames`` by keyword: swap in this
+            plugin's own ``register``."""
+            if "register" in argnames or "register" in kwargs:
+                register = session.register_for(kind, plugin_name)
+                args = tuple(register if n == "register" else a for n, a in zip(argnames, args, strict=True))
+                if "register" in kwargs:
+                    kwargs = {**kwargs, "register": register}
+            return args, kwargs
+
+        return functools.partial(session.fail, plugin_name, hook=impl_hook[id(impl)]), own_register
+
+    impl_hook = {id(impl): name for name in REGISTRATION_HOOKS.values()
+                 for impl in getattr(getattr(pm.hook, name, None), "get_hookimpls", list)()}
+    with guarded_hooks(pm, tuple(REGISTRATION_HOOKS.values()), guard_for):
         yield
-    finally:
-        for impl, function in originals:
-            impl.function = function  # type: ignore[misc]
-
-
-def _guard(impl: Any, kind: str, session: _Session) -> Callable[..., Any]:
-    fn = impl.function
-    plugin_name = impl.plugin_name
-    argnames = tuple(impl.argnames)
-
-    def own_register(session: _Session, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        """pluggy passes ``argnames`` positionally and ``kwargnames`` by keyword: swap in this plugin's
-        own ``register``."""
-        if "register" in argnames or "register" in kwargs:
-            register = session.register_for(kind, plugin_name)
-            args = tuple(register if n == "register" else a for n, a in zip(argnames, args, strict=True))
-            if "register" in kwargs:
-                kwargs = {**kwargs, "register": register}
-        return args, kwargs
-
-    if impl.wrapper or impl.hookwrapper:
-
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            args, kwargs = own_register(session, args, kwargs)
-            try:
-                gen = fn(*args, **kwargs)
-            except Exception as exc:  # reported; the wrapper then does nothing
-                session.fail(plugin_name, exc)
-                gen = None
-            return _guarded_wrapper(gen, functools.partial(session.fail, plugin_name))
-
-    else:
-
-        @functools.wraps(fn)
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            args, kwargs = own_register(session, args, kwargs)
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:  # a broken plugin must not stop the others' registrations
-                session.fail(plugin_name, exc)
-                return None
-
-    return guarded
-
-
-def _guarded_wrapper(gen: Any, fail: Callable[[BaseException], None]) -> Generator[None, Any, Any]:
-    """Drive a hook wrapper's generator for pluggy (new-style ``wrapper`` or old-style ``hookwrapper``);
-    if it raises, report it and let the hook call go on as if the wrapper did nothing."""
-    if gen is not None:
-        try:
-            next(gen)
-        except StopIteration:
-            fail(RuntimeError("hook wrapper did not yield"))
-            gen = None
-        except Exception as exc:
-            fail(exc)
-            gen = None
-    if gen is None:
-        return (yield)
-    thrown: BaseException | None = None
-    try:
-        sent = yield
-    except BaseException as exc:  # an exception of the hook call, thrown into new-style wrappers
-        thrown, sent = exc, None
-    try:
-        if thrown is not None:
-            gen.throw(thrown)
-        else:
-            gen.send(sent)
-    except StopIteration as stop:
-        return stop.value
-    except Exception as exc:
-        if exc is thrown:
-            raise
-        fail(exc)
-        if thrown is not None:
-            raise thrown from None
-        return sent
-    gen.close()
-    fail(RuntimeError("hook wrapper has a second yield"))
-    if thrown is not None:
-        raise thrown
-    return sent
 
 
 def build_registry(pm: Any) -> Registry:

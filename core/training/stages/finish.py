@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tl.models.saved import save_model
+from tl.plugins.events import call_hook
 from tl.training.context import RunContext
 from tl.training.rundir import write_json_atomic
 
@@ -17,7 +18,7 @@ def finish(ctx: RunContext) -> None:
         "versions": ctx.versions,
         "trained": {"dataset": config.dataset, "epochs": config.epochs, "seed": config.seed},
     })
-    ctx.pm.hook.tl_on_checkpoint_saved(run_dir=ctx.run_dir, path=model_dir)
+    call_hook(ctx.pm, "tl_on_checkpoint_saved", run_dir=ctx.run_dir, path=model_dir)
     ctx.metrics = metrics = run_metrics(ctx)
     write_json_atomic(ctx.run_dir / "metrics.json", metrics)
     try:
@@ -26,7 +27,7 @@ def finish(ctx: RunContext) -> None:
         write_plots(ctx.run_dir / "plots", ctx.history_rows, metrics.get("eval_confusion_matrix", []), ctx.labels)
     except Exception as exc:  # plots are a convenience; never lose a finished run over them
         ctx.say(f"tl: warning: could not write plots ({type(exc).__name__}: {exc})")
-    ctx.pm.hook.tl_on_evaluate(run_dir=ctx.run_dir, metrics=metrics)
+    call_hook(ctx.pm, "tl_on_evaluate", run_dir=ctx.run_dir, metrics=metrics)
 
 
 def run_metrics(ctx: RunContext) -> dict:

@@ -12,6 +12,7 @@ from tl.data.batching import accumulation_split, iter_batches, train_order
 from tl.errors import TrainingInterrupted
 from tl.evaluation.evaluate import evaluate
 from tl.interfaces import TrainCallbacks
+from tl.plugins.events import call_hook
 from tl.training.context import RunContext
 from tl.training.progress import Progress
 from tl.training.resume import Checkpointer
@@ -63,7 +64,7 @@ def train(ctx: RunContext) -> None:
             progress.write(f"epoch {epoch + 1}/{config.epochs}: train_loss {train_loss:.4f} | "
                            + " | ".join(f"{k} {row[k]:.4f}" for k in shown))
         if world.is_main:
-            ctx.pm.hook.tl_on_epoch_end(run_dir=ctx.run_dir, epoch=epoch + 1, logs=row)
+            call_hook(ctx.pm, "tl_on_epoch_end", warn=warn, run_dir=ctx.run_dir, epoch=epoch + 1, logs=row)
 
     def warn(message: str) -> None:  # shown with --quiet too: it changes what the run did
         if ctx.quiet:
