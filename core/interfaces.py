@@ -126,11 +126,32 @@ class Task:
         return lines
 
     def label_order(self, observed: Iterable[str]) -> tuple[str, ...]:
-        """Order the label names seen in the data; ids are positions in this tuple."""
-        names = set(observed)
+        """Order the label names seen in the data; ids are positions in this tuple. The order must be
+        total (a function of the names alone, never of set iteration order, which changes with
+        ``PYTHONHASHSEED`` from one process to the next): end every sort key with the name itself."""
+        names = self.label_names(observed)
         if names and all(n.lstrip("-").isdigit() for n in names):
-            return tuple(sorted(names, key=int))
+            return tuple(sorted(names, key=lambda n: (int(n), n)))
         return tuple(sorted(names))
+
+    def label_names(self, observed: Iterable[str]) -> set[str]:
+        """The distinct label names in ``observed`` (every training row's label), refusing a label
+        column that holds free text rather than classes: at least ``min_free_text`` distinct values
+        and more than ``free_text_share`` of the rows, so almost every class would have one example."""
+        from collections import Counter
+
+        from tl.errors import DataError
+
+        counts = Counter(observed)
+        rows, distinct = sum(counts.values()), len(counts)
+        if distinct >= self.min_free_text and distinct > self.free_text_share * rows:
+            raise DataError(f"the label column has {distinct} distinct values in {rows} training rows, so it "
+                            "looks like free text rather than classes; check --label-column (and --text-column)")
+        return set(counts)
+
+    #: See ``label_names``: when a label column is taken for free text.
+    free_text_share = 0.5
+    min_free_text = 50
 
     def validate_labels(self, labels: tuple[str, ...], source: str) -> None:
         """Raise a UsageError when the label set cannot be learned by this task."""

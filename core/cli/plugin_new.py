@@ -234,11 +234,14 @@ class $cls(Task):
     LABEL_ORDER = ("low", "medium", "high")
 
     def label_order(self, observed: Iterable[str]) -> tuple[str, ...]:
+        observed = list(observed)
         names = set(observed)
         known = [n.lower() for n in self.LABEL_ORDER]
         if names and all(n.lower() in known for n in names):
-            return tuple(sorted(names, key=lambda n: known.index(n.lower())))
-        return super().label_order(names)  # integers numerically, other names alphabetically
+            # end the key with the name: ties ("High", "high") must not follow set order, which
+            # changes with PYTHONHASHSEED from one process to the next
+            return tuple(sorted(names, key=lambda n: (known.index(n.lower()), n)))
+        return super().label_order(observed)  # integers numerically, other names alphabetically
 
     def metrics(self, y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
         """tl's report (accuracy, macro_f1, per_class, confusion_matrix) plus the worst class's F1."""

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from tl.errors import DataError
 from tl.interfaces import Task
 
 
@@ -18,24 +16,15 @@ class ClassifyTask(Task):
     default_model = "minilm"
     default_dataset = ""
     defaults = {"epochs": 3, "batch_size": 32, "lr": 5e-5, "max_length": 128, "warmup_ratio": 0.1}
-    #: More distinct labels than this share of the training rows (and at least ``min_free_text`` of them)
-    #: means the label column holds free text, not classes: almost every class would have one example.
-    free_text_share = 0.5
-    min_free_text = 50
     #: How many of the most frequent confusions ``metrics`` lists.
     top_confusions = 5
 
     def label_order(self, observed: Iterable[str]) -> tuple[str, ...]:
         """Integer labels in numeric order, other names alphabetically ignoring case (``Business``,
         ``sports``, ``World``); ids are positions in this order."""
-        counts = Counter(observed)
-        rows, distinct = sum(counts.values()), len(counts)
-        if distinct >= self.min_free_text and distinct > self.free_text_share * rows:
-            raise DataError(f"the label column has {distinct} distinct values in {rows} training rows, so it "
-                            "looks like free text rather than classes; check --label-column (and --text-column)")
-        names = set(counts)
+        names = self.label_names(observed)  # refuses free text (tl.interfaces.Task.label_names)
         if names and all(n.lstrip("-").isdigit() for n in names):
-            return tuple(sorted(names, key=int))
+            return tuple(sorted(names, key=lambda n: (int(n), n)))
         return tuple(sorted(names, key=lambda n: (n.casefold(), n)))
 
     def metrics(self, y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:

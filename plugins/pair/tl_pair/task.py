@@ -70,11 +70,12 @@ class PairTask(Task):
         return key if key in self.canonical else None
 
     def label_order(self, observed: Iterable[str]) -> tuple[str, ...]:
+        observed = list(observed)
         names = set(observed)
         canon = {n: self.canonical_name(n) for n in names}
         if names and all(canon.values()) and len(set(canon.values())) == len(names):
-            return tuple(sorted(names, key=lambda n: self.canonical.index(canon[n])))
-        return super().label_order(names)
+            return tuple(sorted(names, key=lambda n: (self.canonical.index(canon[n]), n)))
+        return super().label_order(observed)
 
 
 class NLITask(PairTask):
@@ -116,11 +117,12 @@ class ParaphraseTask(PairTask):
                "non_duplicate": "not_duplicate", "paraphrases": "paraphrase", "duplicates": "duplicate"}
 
     def label_order(self, observed: Iterable[str]) -> tuple[str, ...]:
+        observed = list(observed)
         names = set(observed)
         canon = {n: self.canonical_name(n) for n in names}
         if names and all(canon.values()):
-            return tuple(sorted(names, key=lambda n: (canon[n] in self.positive, normalise(n))))
-        return super().label_order(names)
+            return tuple(sorted(names, key=lambda n: (canon[n] in self.positive, normalise(n), n)))
+        return super().label_order(observed)
 
     def validate_labels(self, labels: tuple[str, ...], source: str) -> None:
         super().validate_labels(labels, source)
