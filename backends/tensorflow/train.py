@@ -13,11 +13,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tl import faults
 from tl.data.batching import Batch
 from tl.errors import TLError
 from tl.interfaces import TrainCallbacks
 from tl.training.config import TrainSettings
 from tl.training.ledger import Ledger
+from tl.training.oom import OomRetry, split_group
 from tl.training.resume import host_rng_state, set_host_rng_state
 from tl_tensorflow import distributed, strategies
 from tl_tensorflow.model import TensorflowModel
@@ -214,17 +216,55 @@ def _untuned() -> tf.data.Options:
 
 
 class Report(keras.callbacks.Callback):
-    """Hands each of fit's steps (one fit step is one optimizer step; one ``fit`` call covers every
-    remaining epoch) to the core's ``Ledger``: step reports, epoch ends, checkpoints and stopping
-    at a step boundary."""
+    """Hands each of fit's steps (one fit step is one optimizer step) to the core's ``Ledger``: step
+    reports, epoch ends, checkpoints and stopping at a step boundary.
 
-    def __init__(self, ledger: Ledger) -> None:
+    ``begin(batches, per_step)`` before each ``fit``: the micro-batches it trains, ``per_step`` of them
+    (this process's) per step. Before each step the fault suite's switch may raise an injected
+    out-of-memory error (``tl.faults.simulated_oom``), as the step would. ``in_ledger``: the ledger's
+    work (evaluation, checkpoints) is running, so an error then is not the training step's."""
+
+    def __init__(self, ledger: Ledger, first_rows: int) -> None:
         super().__init__()
         self.ledger = ledger
+        self.first_rows = first_rows
+        self.batches: list[Batch] = []
+        self.per_step = 1
+        self.done = 0  # steps of the current fit done
+        self.in_ledger = False
+
+    def begin(self, batches: list[Batch], per_step: int) -> None:
+        self.batches, self.per_step, self.done, self.in_ledger = batches, per_step, 0, False
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.ledger.step + 1
+        lo = self.done * self.per_step
+        for b in self.batches[lo:lo + self.per_step]:
+            if faults.simulated_oom(step, len(b), self.first_rows):
+                raise tf.errors.ResourceExhaustedError(None, None, f"injected out of memory at step {step} "
+                                                                   f"({len(b)} rows)")
 
     def on_train_batch_end(self, batch, logs=None):
         # multi-replica steps report shape-[1] values (see Classifier._grouped_train_step)
-        self.ledger.step_done(float(np.ravel(logs["loss"])[0]), int(np.ravel(logs["samples"])[0]))
+        loss, rows = float(np.ravel(logs["loss"])[0]), int(np.ravel(logs["samples"])[0])
+        self.done += 1
+        self.in_ledger = True
+        self.ledger.step_done(loss, rows)
+        self.in_ledger = False
+
+
+def pieces_per_step(batches: list[Batch], per_step: int, split: int) -> list[tuple[list[Batch], int]]:
+    """``batches`` (``per_step`` per optimizer step) cut ``split`` ways (``tl.training.oom``), as runs of
+    consecutive steps with the same number of micro-batches per step: (micro-batches, per step). A
+    micro-batch of fewer rows than ``split`` gives fewer slices, and a grouped dataset needs one count."""
+    runs: list[tuple[list[Batch], int]] = []
+    for i in range(0, len(batches), per_step):
+        pieces = split_group(batches[i:i + per_step], split)
+        if runs and runs[-1][1] == len(pieces):
+            runs[-1][0].extend(pieces)
+        else:
+            runs.append((pieces, len(pieces)))
+    return runs
 
 
 def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]], steps_per_epoch: int,
@@ -234,7 +274,11 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
     (workers x local devices): each trains on its shard of every micro-batch under ``strategy`` (the
     one the backend's ``configure()`` made); the model must have been built under it (``build_model``
     does).
-    ``callbacks.resume``: continue from that checkpoint (weights, optimizer, RNG, data position)."""
+    ``callbacks.resume``: continue from that checkpoint (weights, optimizer, RNG, data position).
+
+    Out of memory in a step (``tf.errors.ResourceExhaustedError``): ``fit`` stops, and the step and the
+    rest are trained by a new ``fit`` with every micro-batch cut in two (then four...), as grouped steps
+    (``tl.training.oom``). Not with several replicas: there it is a one-line ``TLError`` at once."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
     model.strategy = settings.strategy
@@ -276,20 +320,50 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
         ledger.empty_epochs()
         return
     ledger.resume(lambda d: restore(d, model, optimizer))
+    if ledger.start_epoch >= settings.epochs:  # resumed at the final checkpoint (to save the model again)
+        return
     begin_epoch(ledger.start_epoch)
 
     # grouped: one element per replica and optimizer step, a tuple of its ``accum`` micro-batches;
     # a strategy hands a process's consecutive elements to its replicas in turn
     batches = collect(train_batches, settings.epochs, steps_per_epoch, ledger.start_epoch, ledger.skip)
-    make = dataset_factory(batches, group=accum if grouped else 0)
-    report = Report(ledger)
-    remaining = len(batches) // per_step
-    if strategy is None:
-        network.fit(make(), epochs=1, steps_per_epoch=remaining, shuffle=False, verbose=0, callbacks=[report])
-        return
-    with strategy.scope():
-        network.fit(distributed.distribute(strategy, make), epochs=1, steps_per_epoch=remaining, shuffle=False,
-                    verbose=0, callbacks=[report])
+    report = Report(ledger, first_rows=-(-settings.batch_size // (accum * replicas)))
+    retry = OomRetry(callbacks.warn, replicas)  # several replicas: no retry (see OomRetry)
+    first_step = ledger.step
+
+    def fit(part: list[Batch], group: int) -> None:
+        """Train the steps of ``part``, ``group`` micro-batches per step and replica (0: one, ungrouped)."""
+        steps = len(part) // (max(1, group) * settings.replicas)
+        report.begin(part, max(1, group) * settings.replicas)
+        if strategy is None:
+            network.fit(dataset_factory(part, group)(), epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
+                        callbacks=[report])
+            return
+        with strategy.scope():
+            network.fit(distributed.distribute(strategy, dataset_factory(part, group)), epochs=1,
+                        steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[report])
+
+    while True:
+        done = (ledger.step - first_step) * per_step  # micro-batches trained (a failed step applied nothing)
+        try:
+            if retry.split == 1:
+                fit(batches[done:], accum if grouped else 0)
+            else:
+                for part, group in pieces_per_step(batches[done:], per_step, retry.split):
+                    fit(part, group)
+            return
+        except tf.errors.ResourceExhaustedError:
+            if report.in_ledger:  # out of memory in evaluation or a checkpoint, not in the training step
+                raise
+        # Out of memory in a step: its traced function applies the optimizer last, so the failed step
+        # changed no weight, slot or step counter, and the ledger has not counted it. Redo it and the
+        # rest with every micro-batch cut twice as finely, in grouped steps (which sum their
+        # micro-batches' gradients, pre-summed for the optimizer) from now on.
+        done = (ledger.step - first_step) * per_step
+        retry.halve(ledger.step + 1, batches[done:done + per_step])
+        if not grouped:
+            grouped = network.grouped_steps = inner.gradients_presummed = True
+            network.train_function = None  # traced for ungrouped steps: trace again
 
 
 def rng_variables(model: TensorflowModel) -> list:

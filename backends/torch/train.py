@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from tl import faults
 from tl.data.batching import Batch
 from tl.errors import TLError
 from tl.interfaces import TrainCallbacks
 from tl.training.config import TrainSettings
 from tl.training.ledger import Ledger
+from tl.training.oom import OomRetry, split_group
 from tl.training.resume import host_rng_state, set_host_rng_state
 from tl_torch import strategies
 from tl_torch.distributed import all_reduce_sum, ddp, join_process_group
@@ -55,7 +59,11 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
           settings: TrainSettings, callbacks: TrainCallbacks) -> None:
     """``steps_per_epoch`` counts micro-batches; every ``settings.grad_accum`` of them make one
     optimizer step, each weighted by its share of the step's rows (labelled tokens for a token head),
-    so the step's loss is the mean over all of them, exactly as without accumulation."""
+    so the step's loss is the mean over all of them, exactly as without accumulation.
+
+    Out of memory in a step: the step is redone with every micro-batch cut in two (then four...), for
+    the rest of the run (``tl.training.oom``). Not under DDP (``world_size`` > 1): a rank that ran out
+    would desynchronise the collectives, so there it is a one-line ``TLError`` at once."""
     set_threads(settings.threads)
     seed_everything(settings.seed)
     model.precision = settings.precision
@@ -80,6 +88,25 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
                                                                               ledger.warmup_steps))
     scaler = torch.amp.GradScaler(dev.type, enabled=settings.loss_scaling and settings.precision == "fp16")
     loss_fn = summed_loss  # CE summed over a batch's scored labels (rows, or labelled tokens of a token head)
+    first_rows = -(-settings.batch_size // (accum * world))  # the configured micro-batch of one process
+    retry = OomRetry(callbacks.warn, world)  # several processes: no retry (see OomRetry)
+
+    def accumulate(micro_batches: list[Batch], targets: int) -> torch.Tensor:
+        """Forward and backward over one step's micro-batches (gradients add up); the step's loss."""
+        step_loss = torch.zeros((), dtype=torch.float32, device=dev)
+        for batch in micro_batches:
+            if faults.simulated_oom(ledger.step + 1, len(batch), first_rows):  # the fault suite's switch
+                raise torch.OutOfMemoryError(f"injected out of memory at step {ledger.step + 1} ({len(batch)} rows)")
+            inputs = to_inputs(batch, dev, model.token_types)
+            labels = torch.from_numpy(batch.labels).to(dev, non_blocking=True)
+            with model.autocast():
+                logits = module(**inputs).logits
+            # DDP averages gradients over ranks, so each rank's share is scaled back up by ``world``
+            loss = loss_fn(logits.float(), labels) / max(targets, 1)
+            scaler.scale(loss * world).backward()
+            step_loss += loss.detach()
+        return step_loss
+
     ledger.resume(lambda d: restore(d, model, optimizer, scheduler, scaler))
     if ledger.total_steps == 0:
         ledger.empty_epochs()
@@ -102,16 +129,18 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
             targets = sum(b.targets for b in group)  # = rows, or the labelled tokens of token labels
             if world > 1:  # every rank holds a shard: weight by the targets of the whole step
                 rows, targets = (int(round(all_reduce_sum(float(n), dev))) for n in (rows, targets))
-            step_loss = torch.zeros((), dtype=torch.float32, device=dev)
-            for batch in group:
-                inputs = to_inputs(batch, dev, model.token_types)
-                labels = torch.from_numpy(batch.labels).to(dev, non_blocking=True)
-                with model.autocast():
-                    logits = module(**inputs).logits
-                # DDP averages gradients over ranks, so each rank's share is scaled back up by ``world``
-                loss = loss_fn(logits.float(), labels) / max(targets, 1)
-                scaler.scale(loss * world).backward()
-                step_loss += loss.detach()
+            while True:  # the step, retried with smaller micro-batches after an out-of-memory error
+                try:
+                    step_loss = accumulate(split_group(group, retry.split), targets)
+                    break
+                except torch.OutOfMemoryError:
+                    pass  # recovered outside the handler, so that its traceback's tensors are freed first
+                # the failed attempt leaves nothing: no gradients, and the optimizer, schedule, scaler and
+                # ledger were not touched, so the retried step is the same step
+                optimizer.zero_grad(set_to_none=True)
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                retry.halve(ledger.step + 1, group)
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.grad is not None], MAX_GRAD_NORM)
             scaler.step(optimizer)
@@ -130,28 +159,80 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
         torch.distributed.destroy_process_group()
 
 
+TRAINER_TENSORS = "trainer.safetensors"
+TRAINER_META = "trainer.json"
+LEGACY_TRAINER = "trainer.pt"  # tl <= 0.x: torch.save of the same state (read with weights_only=True)
+
+
 def write_state(directory: Path, model: TorchModel, optimizer, scheduler, scaler) -> None:
-    """Weights as safetensors; optimizer, schedule, loss scaler and RNG states as tensors and numbers
-    only (read back with ``torch.load(weights_only=True)``, no pickled code)."""
+    """Weights as safetensors; every other tensor (the optimizer's per-parameter state, torch's CPU and
+    CUDA RNG states) in ``trainer.safetensors``; the rest (optimizer hyperparameters, schedule, loss
+    scaler, Python's and NumPy's RNG states, which tensor is which) in ``trainer.json``. No pickles."""
     from safetensors.torch import save_file
 
     save_file({k: v.detach().contiguous() for k, v in model.module.state_dict().items()},
               str(directory / "model.safetensors"))
-    rng = {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        **host_rng_state(),
+    tensors, meta = trainer_state(optimizer, scheduler, scaler)
+    save_file(tensors, str(directory / TRAINER_TENSORS))
+    (directory / TRAINER_META).write_text(json.dumps(meta), encoding="utf-8")
+
+
+def trainer_state(optimizer, scheduler, scaler) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The training state as (tensors for safetensors, JSON-able metadata), the inverse of ``load_trainer_state``."""
+    opt = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    state: dict[str, dict[str, Any]] = {}
+    for param, values in opt["state"].items():
+        entry: dict[str, Any] = {"tensors": [], "values": {}}
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{param}/{name}"] = value.detach().cpu().contiguous()
+                entry["tensors"].append(name)
+            else:
+                entry["values"][name] = value
+        state[str(param)] = entry
+    tensors["rng/torch"] = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    tensors.update({f"rng/cuda/{i}": s.cpu() for i, s in enumerate(cuda)})
+    meta = {
+        "format": 1,
+        "optimizer": {"param_groups": opt["param_groups"], "state": state},
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": {"cuda": len(cuda), **host_rng_state()},
     }
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng}, directory / "trainer.pt")
+    return tensors, meta
+
+
+def load_trainer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any], optimizer) -> dict[str, Any]:
+    """``trainer_state``'s two halves as the dict ``torch.save`` held in a legacy ``trainer.pt``."""
+    live = optimizer.param_groups
+    groups = []
+    for i, group in enumerate(meta["optimizer"]["param_groups"]):
+        like = live[i] if i < len(live) else {}
+        # JSON has no tuples (AdamW's betas): give back the type the optimizer uses
+        groups.append({k: tuple(v) if isinstance(like.get(k), tuple) and isinstance(v, list) else v
+                       for k, v in group.items()})
+    state = {int(param): {**entry["values"], **{name: tensors[f"optimizer/{param}/{name}"] for name in entry["tensors"]}}
+             for param, entry in meta["optimizer"]["state"].items()}
+    rng = {**meta["rng"], "torch": tensors["rng/torch"],
+           "cuda": [tensors[f"rng/cuda/{i}"] for i in range(int(meta["rng"]["cuda"]))]}
+    return {"optimizer": {"state": state, "param_groups": groups}, "scheduler": meta["scheduler"],
+            "scaler": meta["scaler"], "rng": rng}
 
 
 def restore(directory: Path, model: TorchModel, optimizer, scheduler, scaler) -> None:
+    """Reads what ``write_state`` wrote, or the ``trainer.pt`` of a checkpoint from an earlier tl
+    (``torch.load(weights_only=True)``: tensors and plain containers only, no pickled code)."""
     from safetensors.torch import load_file
 
     try:
         model.module.load_state_dict(load_file(str(directory / "model.safetensors")))
-        state = torch.load(directory / "trainer.pt", weights_only=True)
+        if (directory / TRAINER_TENSORS).is_file() or not (directory / LEGACY_TRAINER).is_file():
+            meta = json.loads((directory / TRAINER_META).read_text(encoding="utf-8"))
+            state = load_trainer_state(load_file(str(directory / TRAINER_TENSORS)), meta, optimizer)
+        else:
+            state = torch.load(directory / LEGACY_TRAINER, weights_only=True)
     except Exception as exc:
         raise TLError(f"cannot resume from {directory}: {type(exc).__name__}: {exc}") from None
     optimizer.load_state_dict(state["optimizer"])
