@@ -94,7 +94,7 @@ class TensorflowModel(Model):
         write_json(directory / CONFIG_NAME, classifier_config(self.config, self.head, family))
         strategy = getattr(self, "strategy", None)
         if adapters(self) and strategy is not None and not strategy.merge_adapters:
-            save_adapters(self, directory, strategy, self.info.get("base_checkpoint") or "")
+            save_adapters(self, directory, strategy, self.info.get("base_model") or "")
             return
         save_state(self.state(), directory, family)
 

@@ -64,7 +64,7 @@ class TorchModel(Model):
 
         hf_logging.disable_progress_bar()
         if is_lora(self.module):  # LoRA adapters and head alone, PEFT's format; config.json for the labels
-            save_adapters(self.module, directory, self.strategy, self.info.get("base_checkpoint") or "")
+            save_adapters(self.module, directory, self.strategy, self.info.get("base_model") or "")
             self.module.get_base_model().config.save_pretrained(directory)
             return
         self.module.save_pretrained(directory, safe_serialization=True)

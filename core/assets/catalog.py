@@ -358,3 +358,20 @@ def hub_model(repo_id: str) -> Path:
     from tl.assets.hub import snapshot
 
     return snapshot(repo_id)
+
+
+#: The offline model aliases' assets, whose weights' sha256 the catalog records.
+MODEL_ASSETS = (MINILM, MPNET)
+
+
+def known_sha256(directory: Path, name: str = "model.safetensors") -> str | None:
+    """The sha256 the catalog records for file ``name`` when ``directory`` is an offline model asset's
+    cache folder, as pulled (every file was sha256-checked then); None for any other folder."""
+    directory = Path(directory).resolve()
+    for asset in MODEL_ASSETS:
+        if directory != asset.directory.resolve() or not asset.is_cached():
+            continue
+        if isinstance(asset, WheelAsset):
+            return next((sha for dest, sha in asset.files.values() if dest == name), None)
+        return asset.files.get(name)
+    return None

@@ -20,7 +20,10 @@ from tl.models.export import TOLERANCE_HELP
               "quantization; about 4x smaller, usually faster on CPUs).")
 @click.option("--tolerance", type=click.FloatRange(min=0), help="Self-check: the most the export's outputs "
               f"may differ from the model's before it is refused. {TOLERANCE_HELP}.")
-def export(model_dir: str, fmt: str, output: str | None, quantize: str | None, tolerance: float | None) -> None:
+@click.option("--base", type=click.Path(file_okay=False), help="The base checkpoint directory of a model saved as "
+              "LoRA adapters alone, when tl.json's base_model is not found here (its weights must have base_sha256).")
+def export(model_dir: str, fmt: str, output: str | None, quantize: str | None, tolerance: float | None,
+           base: str | None = None) -> None:
     """Export a saved model (trained on any backend) for serving.
 
     The written model is run on fixed sample inputs (varied sentences, a text pair, random token
@@ -52,7 +55,7 @@ def export(model_dir: str, fmt: str, output: str | None, quantize: str | None, t
     target = Path(output) if output else Path(model_dir).resolve().with_name(f"{Path(model_dir).resolve().name}-{suffix}")
     if target.exists():
         raise UsageError(f"{target} already exists; pass another --output")
-    model, _ = load_saved(model_dir, backend)
+    model, _ = load_saved(model_dir, backend, base=base, registry=registry)
     result = backend.export(model, target, fmt, quantize=quantize, tolerance=tolerance)
     check = f" (self-check: {result.metric} {result.max_abs_diff:.2g} <= {result.tolerance:g})" if result else ""
     click.echo(f"exported {fmt}{' ' + quantize if quantize else ''} to {target}{check}")

@@ -44,7 +44,7 @@ from tl.serve import settings as defaults
 def serve(model_dir: str, runtime: str | None, host: str | None, port: int, workers: int, max_batch_size: int,
           max_wait_ms: float, max_queue: int, max_texts: int, max_chars: int, max_body_bytes: int,
           api_key_file: str | None, ssl_certfile: str | None, ssl_keyfile: str | None, graceful_timeout: float,
-          log_level: str, precision: str, threads: int | None) -> None:
+          log_level: str, precision: str, threads: int | None, base: str | None = None) -> None:
     """Serve a model over HTTP: POST /v1/predict {"texts": [...]} answers {"predictions": [...]}
     (as tl predict --json), with micro-batching across requests, limits, /healthz, /readyz,
     /v1/model, /metrics (Prometheus) and /docs (OpenAPI).
@@ -67,6 +67,6 @@ def serve(model_dir: str, runtime: str | None, host: str | None, port: int, work
         model_dir=model_dir, runtime=runtime, precision=precision, threads=threads, host=host, port=port,
         workers=workers, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
         max_texts=max_texts, max_chars=max_chars, max_body_bytes=max_body_bytes, api_key_file=api_key_file,
-        graceful_timeout_s=graceful_timeout, log_level=log_level)
+        graceful_timeout_s=graceful_timeout, log_level=log_level, base=base)
     run_server(settings, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
                echo=lambda line, err: click.echo(line, err=err))

@@ -5,7 +5,8 @@ A model trained with ``--strategy lora`` and saved without ``--merge-adapters`` 
 adapted projection, plus the head, under PEFT's key names) and ``adapter_config.json`` (PEFT's
 LoraConfig), so ``peft.PeftModel.from_pretrained(base, dir)`` loads it too. tl loads it by merging
 W + (alpha / rank) B A into the base checkpoint's weights (numpy, here) and loading the result like
-any checkpoint; the base checkpoint's path is recorded in ``tl.json``.
+any checkpoint; the base model is recorded in ``tl.json`` by name, source and weights' sha256
+(``tl.models.base_model``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tl.errors import UsageError
 from tl.interfaces import Family
+from tl.models.base_model import find_base
 from tl.models.hf_checkpoint import CONFIG_NAME, checkpoint_family, load_state, save_state, write_json
 from tl.training.strategies import Strategy, strip_prefix
 
@@ -82,9 +85,10 @@ def merge(base: dict[str, np.ndarray], adapters: dict[str, np.ndarray], scale: f
     return state
 
 
-def materialize(directory: Path) -> Path:
+def materialize(directory: Path, base: str | Path | None = None, registry: Any = None) -> Path:
     """A checkpoint directory with the adapters of ``directory`` merged into their base model (a new
-    temporary directory), or ``directory`` itself when it holds full weights."""
+    temporary directory), or ``directory`` itself when it holds full weights. The base model is found
+    from tl.json's record (``tl.models.base_model.find_base``; ``base``: ``--base DIR``)."""
     directory = Path(directory)
     if not has_adapters(directory):
         return directory
@@ -93,16 +97,12 @@ def materialize(directory: Path) -> Path:
         meta = json.loads((directory / "tl.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UsageError(f"{directory}: unreadable adapter files ({exc})") from None
-    base = Path(meta.get("base_checkpoint") or config.get("base_model_name_or_path") or "")
-    if not (base / "model.safetensors").is_file():
-        raise UsageError(f"{directory} holds LoRA adapters for the base model {meta.get('base_model')!r}, "
-                         f"whose checkpoint is not at {base}; `tl pull {meta.get('base_model')}` it, or save "
-                         "the model with --merge-adapters")
+    checkpoint = find_base(directory, meta, config, base, registry)
     from safetensors.numpy import load_file
 
     scale = float(config["lora_alpha"]) / float(config["r"])
-    family = checkpoint_family(base)
-    state = merge(load_state(base, family), load_file(str(directory / ADAPTER_WEIGHTS)), scale, family)
+    family = checkpoint_family(checkpoint)
+    state = merge(load_state(checkpoint, family), load_file(str(directory / ADAPTER_WEIGHTS)), scale, family)
     out = Path(tempfile.mkdtemp(prefix="tl-merged-"))
     atexit.register(shutil.rmtree, out, True)
     save_state(state, out, family)

@@ -9,11 +9,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tl import __version__
+from tl import __version__, faults
 from tl.data.tokenization import Tokenizer
 from tl.errors import UsageError
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Backend, HeadSpec, Model, Task
 from tl.models.adapters import materialize
+from tl.models.base_model import weights_sha256
 from tl.models.hf_checkpoint import META_NAME, checkpoint_family, read_meta, validate_checkpoint, write_json
 
 #: Export formats as users know them, for messages.
@@ -21,45 +22,63 @@ FORMAT_NAMES = {"onnx": "ONNX", "savedmodel": "SavedModel"}
 
 
 def save_model(model: Model, directory: Path, meta: dict[str, Any]) -> Path:
-    """Write weights, tokenizer and tl.json into ``directory`` atomically (temp dir + rename)."""
+    """Write weights, tokenizer and tl.json into ``directory`` atomically: into a temporary sibling
+    directory, renamed into place once complete (an existing ``directory`` is replaced only then). A
+    failed write (no space, read-only, ...) removes the temporary directory and raises; no
+    half-written model is left behind."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_weights(tmp)
-    family = checkpoint_family(tmp)
-    model.tokenizer.save(tmp, tokenizer_class=family.tokenizer_class)
-    full = {
-        "format": 1,
-        "task": meta.get("task"),
-        "head": model.head.kind,
-        "labels": list(model.head.labels),
-        "backend": model.backend,
-        "family": family.name,
-        "max_length": meta.get("max_length", 128),
-        "base_model": model.info.get("base_model"),
-        "base_checkpoint": model.info.get("base_checkpoint"),
-        "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"tl": __version__, **meta.get("versions", {})},
-    }
-    full.update({k: v for k, v in meta.items() if k not in full and k != "versions"})
-    write_json(tmp / META_NAME, full)
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if directory.exists():
-        old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-        directory.rename(old)
-        tmp.rename(directory)
-        shutil.rmtree(old)
-    else:
-        tmp.rename(directory)
+    try:
+        for stale in directory.parent.glob(f".{directory.name}.tmp-*"):  # of a process killed mid-save
+            if stale.name.rpartition("-")[2].isdigit() and stale.is_dir():
+                shutil.rmtree(stale)
+        tmp.mkdir(parents=True)
+        model.save_weights(tmp)
+        family = checkpoint_family(tmp)
+        model.tokenizer.save(tmp, tokenizer_class=family.tokenizer_class)
+        faults.hit("model", 0, tmp / META_NAME)  # the fault suite's switch (TL_INJECT_FAULT); nothing otherwise
+        full = {
+            "format": 1,
+            "task": meta.get("task"),
+            "head": model.head.kind,
+            "labels": list(model.head.labels),
+            "backend": model.backend,
+            "family": family.name,
+            "max_length": meta.get("max_length", 128),
+            "base_model": model.info.get("base_model"),
+            "base_source": model.info.get("base_source"),
+            # the base weights' hash, never their local path: tl.json travels (tl.models.base_model)
+            "base_sha256": weights_sha256(model.info["base_checkpoint"]) if model.info.get("base_checkpoint") else None,
+            "saved_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"tl": __version__, **meta.get("versions", {})},
+        }
+        full.update({k: v for k, v in meta.items() if k not in full and k != "versions"})
+        write_json(tmp / META_NAME, full)
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            directory.rename(old)
+            try:
+                tmp.rename(directory)
+            except BaseException:
+                old.rename(directory)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return directory
 
 
-def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str, Any]]:
-    """Load a tl model directory on ``backend`` (any backend can load any backend's model)."""
+def load_saved(directory: str | Path, backend: Backend, *, base: str | Path | None = None,
+               registry: Any = None) -> tuple[Model, dict[str, Any]]:
+    """Load a tl model directory on ``backend`` (any backend can load any backend's model). ``base``
+    (``--base DIR``): the base checkpoint of a model saved as LoRA adapters alone, where tl.json's
+    record does not find it (a local base on another machine)."""
     d = Path(directory)
     if not d.exists():
         raise UsageError(f"model directory {d} not found")
@@ -74,7 +93,7 @@ def load_saved(directory: str | Path, backend: Backend) -> tuple[Model, dict[str
     elif exported:
         raise UsageError(f"{d} is an {FORMAT_NAMES.get(exported, exported)} export; use --runtime {exported}")
     else:
-        weights = materialize(d)  # LoRA adapters saved alone: merged into their base model
+        weights = materialize(d, base, registry)  # LoRA adapters saved alone: merged into their base model
         validate_checkpoint(weights)
     tokenizer = Tokenizer.from_dir(d)
     tokenizer.truncation = meta.get("truncation", "head")
@@ -107,7 +126,8 @@ def pick_runtime(registry, requested: str | None, model_dir: str | Path) -> str:
 
 
 def open_model(model_dir: str | Path, runtime: str | None = None, *, precision: str = "auto",
-               threads: int | None = None, registry=None) -> tuple[Model, dict[str, Any], Task]:
+               threads: int | None = None, registry=None,
+               base: str | Path | None = None) -> tuple[Model, dict[str, Any], Task]:
     """A saved model (or an export directory) ready to predict: loaded on ``runtime`` (a backend
     name; None: ``pick_runtime``), computing in the precision the training plan would pick here
     (``auto``: bf16 where the hardware computes it natively, as the run's own evaluation did), with
@@ -122,7 +142,7 @@ def open_model(model_dir: str | Path, runtime: str | None = None, *, precision: 
     backend = get_backend(registry, pick_runtime(registry, runtime, model_dir))
     plan = make_plan(backend.probe(), PlanRequest(precision=precision, batch_size=1, threads=threads))
     apply_plan(backend, plan)  # before the framework starts its thread pools
-    model, meta = load_saved(model_dir, backend)
+    model, meta = load_saved(model_dir, backend, base=base, registry=registry)
     model.set_precision(supported_precision(backend, plan.precision, precision))
     return model, meta, task
 

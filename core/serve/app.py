@@ -174,7 +174,7 @@ def load_model(settings: ServeSettings, registry, authenticated: bool, log: logg
 
     start = time.perf_counter()
     model, meta, task = open_model(settings.model_dir, settings.runtime, precision=settings.precision,
-                                   threads=settings.threads, registry=registry)
+                                   threads=settings.threads, registry=registry, base=settings.base)
     max_length = int(meta.get("max_length", 128))
     labels = model.head.labels
     batch_size = settings.max_batch_size

@@ -54,6 +54,8 @@ class ServeSettings:
     api_key_file: str | None = None
     graceful_timeout_s: float = GRACEFUL_TIMEOUT_S
     log_level: str = "info"
+    #: ``--base DIR``: the base checkpoint of a model saved as LoRA adapters alone (tl.models.base_model).
+    base: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_texts > self.max_queue:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+from pathlib import Path
 
 from tl import __version__
 from tl.interfaces import HeadSpec
+from tl.models.base_model import base_reference
 from tl.training.config import TrainSettings, strategy_of, to_dict
 from tl.training.context import RunContext
 from tl.training.plan import PlanRequest, TrainingPlan, apply_plan, busy_cores, make_plan
@@ -41,6 +43,8 @@ def plan(ctx: RunContext) -> None:
         "plan": ctx.plan.to_dict(),
         "hardware": ctx.probe.to_dict(),
         "model_source": ctx.model_source,
+        # where the base's weights are on this machine (tl.json in model/ names the base portably)
+        "base_checkpoint": str(Path(ctx.checkpoint).resolve()),
         "versions": ctx.versions,
     }
     write_json_atomic(ctx.run_dir / "config.json", ctx.resolved)
@@ -48,7 +52,8 @@ def plan(ctx: RunContext) -> None:
             f"{len(ctx.splits.eval)} eval examples | labels {', '.join(ctx.labels)}")
     announce(ctx, ctx.plan)
     ctx.say(f"tl: run directory {ctx.run_dir}")
-    info = {"base_model": config.model, "model_source": ctx.model_source, "base_checkpoint": str(ctx.checkpoint)}
+    info = {**base_reference(ctx.model_source, config.model), "model_source": ctx.model_source,
+            "base_checkpoint": str(ctx.checkpoint)}
     ctx.model = backend.build_model(ctx.checkpoint, HeadSpec(ctx.task.head_kind, ctx.labels), ctx.tokenizer,
                                     init=config.init, seed=config.seed, info=info)
     if config.auto_batch:
