@@ -51,7 +51,7 @@ def test_tiny_model_learns_and_writes_a_run_directory(fast_run, backend_name):
 
 
 # tensorflow with -m slow: test_tensorflow_backend's training test reruns and compares its steps,
-# test_resume's runs match to the last digit, and seeds move the head's init (test_head_init_is_seeded...)
+# test_fault_kill's runs match to the last digit, and seeds move the head's init (test_head_init_is_seeded...)
 @pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_same_seed_same_metrics(registry, tmp_path, tiny_checkpoint, tiny_data, backend_name):
     a = _run(registry, tmp_path, backend_name, tiny_checkpoint, tiny_data, "a", epochs=1).metrics

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from tl.models.base_model import portable_name
 from tl.models.saved import save_model
 from tl.plugins.events import call_hook
 from tl.training.context import RunContext
+from tl.training.resume import finish_write_errors
 from tl.training.rundir import write_json_atomic
 
 
@@ -13,14 +15,16 @@ def finish(ctx: RunContext) -> None:
         ctx.metrics = {**ctx.epoch_metrics, "rank": ctx.world.rank}
         return
     config, task = ctx.config, ctx.task
-    model_dir = save_model(ctx.model, ctx.run_dir / "model", {
-        "task": task.name, "max_length": config.max_length, "truncation": ctx.tokenizer.truncation,
-        "versions": ctx.versions,
-        "trained": {"dataset": config.dataset, "epochs": config.epochs, "seed": config.seed},
-    })
+    with finish_write_errors(ctx.run_dir, ctx.run_dir / "model", config.epochs):  # one line: how to get it back
+        model_dir = save_model(ctx.model, ctx.run_dir / "model", {
+            "task": task.name, "max_length": config.max_length, "truncation": ctx.tokenizer.truncation,
+            "versions": ctx.versions,
+            "trained": {"dataset": portable_name(config.dataset), "epochs": config.epochs, "seed": config.seed},
+        })
     call_hook(ctx.pm, "tl_on_checkpoint_saved", run_dir=ctx.run_dir, path=model_dir)
     ctx.metrics = metrics = run_metrics(ctx)
-    write_json_atomic(ctx.run_dir / "metrics.json", metrics)
+    with finish_write_errors(ctx.run_dir, ctx.run_dir / "metrics.json", config.epochs):
+        write_json_atomic(ctx.run_dir / "metrics.json", metrics)
     try:
         from tl.training.plots import write_plots
 

@@ -14,8 +14,8 @@ from tl.models.hf_checkpoint import checkpoint_family, convert_pickled, validate
 from tl.models.legacy_tf import convert_tf_h5
 from tl.plugins.registry import get_backend
 from tl.training.context import RunContext
-from tl.training.resume import Checkpointer
-from tl.training.rundir import prepare_run_dir
+from tl.training.resume import resume_point
+from tl.training.rundir import RunLock, prepare_run_dir
 
 
 def resolve(ctx: RunContext) -> None:
@@ -62,12 +62,14 @@ def run_directory(ctx: RunContext) -> Path:
             raise UsageError(f"backend {backend.name!r} does not write resumable checkpoints yet")
         if world.size > 1:
             raise UsageError("--resume of a multi-process run is not supported yet; resume it in one process")
-        ctx.resume = Checkpointer(ctx.resume_dir).latest()
-        if ctx.resume is None:
-            raise UsageError(f"{ctx.resume_dir} has no usable checkpoint to resume from")
-        if ctx.resume.epoch >= config.epochs:
-            raise UsageError(f"{ctx.resume_dir} already finished all {config.epochs} epochs; nothing to resume")
+        ctx.run_lock = RunLock.acquire(Path(ctx.resume_dir), "--resume")  # before anything in it is read or changed
+        # the newest good checkpoint (damaged ones skipped with a warning); a run whose training finished
+        # but whose model was not saved resumes at its final checkpoint: evaluated and saved again
+        ctx.resume = resume_point(Path(ctx.resume_dir), config.epochs, ctx.say,
+                                  lambda warning: ctx.train_info.setdefault("warnings", []).append(warning))
         return Path(ctx.resume_dir)
-    if world.is_main:
-        return prepare_run_dir(config.output, ctx.task.name, backend.name, overwrite=ctx.overwrite)
+    if world.is_main:  # only the main process locks the user's directory; the others write a scratch one
+        path, ctx.run_lock = prepare_run_dir(config.output, ctx.task.name, backend.name, overwrite=ctx.overwrite,
+                                             made=ctx.made_dirs)
+        return path
     return Path(tempfile.mkdtemp(prefix=f"tl-rank{world.rank}-"))

@@ -92,3 +92,8 @@ def train(ctx: RunContext) -> None:
             shutil.rmtree(ctx.run_dir, ignore_errors=True)
     ctx.train_s = time.perf_counter() - t_start - ctx.eval_s
     ctx.history_rows = history.rows
+    if resume and resume.epoch >= config.epochs:  # finished training, its model not saved: the final evaluation again
+        t = time.perf_counter()
+        ctx.epoch_metrics = evaluate(ctx.model, ctx.eval_enc, ctx.labels, ctx.task, config.batch_size,
+                                     backend.all_gather if backend.capabilities.sharded_eval else None, world)
+        ctx.eval_s += time.perf_counter() - t
