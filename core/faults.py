@@ -10,6 +10,8 @@ the count it fires at there: the optimizer step for ``step`` and for ``checkpoin
 step). The kinds:
 
 - ``sigkill`` / ``sigterm``: the process sends itself that signal (``step``: after optimizer step N).
+- ``sigstop``: the process stops itself (SIGSTOP), alive and holding what it holds (its run directory's
+  lock), until a test sends SIGCONT: a run caught in the middle, for as long as the test needs.
 - ``enospc`` / ``erofs``: ``OSError`` "No space left on device" / "Read-only file system" while
   writing (``checkpoint``: the checkpoint of step N; ``model``: the final model directory).
 - ``oom``: ``simulated_oom(step, rows)`` is true from optimizer step N on for every micro-batch of
@@ -28,7 +30,7 @@ import signal
 from dataclasses import dataclass, field
 
 ENV = "TL_INJECT_FAULT"
-KINDS = ("sigkill", "sigterm", "enospc", "erofs", "oom")
+KINDS = ("sigkill", "sigterm", "sigstop", "enospc", "erofs", "oom")
 _ERRNO = {"enospc": errno.ENOSPC, "erofs": errno.EROFS}
 
 
@@ -74,8 +76,8 @@ def hit(point: str, n: int = 0, path: object = "") -> None:
     fault = injected(point, n)
     if fault is None or fault.kind == "oom":
         return
-    if fault.kind in ("sigkill", "sigterm"):
-        os.kill(os.getpid(), signal.SIGKILL if fault.kind == "sigkill" else signal.SIGTERM)
+    if fault.kind in ("sigkill", "sigterm", "sigstop"):
+        os.kill(os.getpid(), {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigstop": signal.SIGSTOP}[fault.kind])
         return
     code = _ERRNO[fault.kind]
     raise OSError(code, os.strerror(code), str(path))

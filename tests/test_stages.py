@@ -10,6 +10,7 @@ import pytest
 from tl.plugins import get_plugin_manager
 from tl.training.config import resolve as resolve_config
 from tl.training.context import RunContext
+from tl.training.rundir import LOCK_NAME
 from tl.training.stages import STAGES, encode, finish, plan, resolve, train
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs the torch backend")
@@ -34,7 +35,10 @@ def test_resolve_finds_task_backend_data_labels_and_makes_the_run_directory(regi
     assert ctx.labels == ("negative", "positive")
     assert len(ctx.splits.train) + len(ctx.splits.eval) == 400 and len(ctx.splits.eval) > 0
     assert ctx.tokenizer.truncation == "head+tail" and ctx.checkpoint == tiny_checkpoint
-    assert ctx.run_dir == tmp_path / "run" and ctx.run_dir.is_dir() and not any(ctx.run_dir.iterdir())
+    assert ctx.run_dir == tmp_path / "run" and ctx.run_dir.is_dir()
+    assert [p.name for p in ctx.run_dir.iterdir()] == [LOCK_NAME] and ctx.run_lock is not None  # held for the run
+    ctx.run_lock.release()
+    assert not any(ctx.run_dir.iterdir())
     assert ctx.model is None and ctx.train_enc is None  # later stages' fields are untouched
 
 

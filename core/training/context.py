@@ -44,6 +44,10 @@ class RunContext:
     tokenizer: Tokenizer | None = None
     resume: Resume | None = None
     run_dir: Path | None = None
+    #: Directories this run created for run_dir, deepest first (removed if the run fails before training).
+    made_dirs: list[Path] = field(default_factory=list)
+    #: This run's claim on run_dir (``tl.training.rundir.RunLock``; main process only), released when the run ends.
+    run_lock: Any = None
     # encode
     train_enc: Encoded | None = None
     eval_enc: Encoded | None = None

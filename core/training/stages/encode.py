@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from tl import __version__
-from tl.data.encode_cache import cached
+from tl.data.encode_cache import cached, warn_damaged
 from tl.training.context import RunContext
 
 
@@ -22,7 +22,8 @@ def encode(ctx: RunContext) -> None:
     for split in ("train", "eval"):
         examples = getattr(ctx.splits, split)
         encoded, hit = cached(task_id, tokenizer, examples, max_length, labels,
-                              lambda examples=examples: task.encode(tokenizer, examples, max_length, labels))
+                              lambda examples=examples: task.encode(tokenizer, examples, max_length, labels),
+                              warn=warn_damaged if ctx.world.is_main else None)  # one line, not one per process
         setattr(ctx, f"{split}_enc", encoded)
         hits.append(hit)
     ctx.tokenize_s = time.perf_counter() - t0
