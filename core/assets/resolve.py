@@ -29,7 +29,10 @@ def _hub_id(name: str) -> str | None:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).suffix != "" or "\\" in name
+    """A local path rather than a name: it starts like one, has a file suffix or a backslash, or has
+    more slashes than a hub id (``org/name``) has."""
+    extra_slashes = name.count("/") > 1 and not name.startswith(HUB_PREFIXES)
+    return name.startswith((".", "/", "~")) or Path(name).suffix != "" or "\\" in name or extra_slashes
 
 
 def resolve_model(name: str, registry: Registry) -> tuple[Path, str]:
@@ -46,7 +49,8 @@ def resolve_model(name: str, registry: Registry) -> tuple[Path, str]:
 
         return snapshot(hub), f"hub:{hub}"
     if _looks_like_path(name):
-        raise UsageError(f"model directory {name} not found")
+        raise UsageError(f"model directory {name} not found; pass an existing checkpoint directory (config.json, "
+                         "model.safetensors, tokenizer files), a model alias (tl plugins) or a hub id (org/name)")
     known = ", ".join(registry.names("model")) or "none"
     raise UsageError(
         f"unknown model {name!r}: not a directory, not an alias ({known}), not a hub id (org/name or hf:name)"

@@ -11,17 +11,23 @@ import click
 from tl.errors import UsageError
 
 
-def _load(registry, model_dir: str, runtime: str | None, precision: str = "auto", threads: int | None = None):
+def _load(registry, model_dir: str, runtime: str | None, precision: str = "auto", threads: int | None = None,
+          base: str | None = None):
     from tl.models.saved import open_model
 
-    model, meta, _ = open_model(model_dir, runtime, precision=precision, threads=threads, registry=registry)
+    model, meta, _ = open_model(model_dir, runtime, precision=precision, threads=threads, registry=registry,
+                                base=base)
     return model, meta
 
 
 def runtime_options(command):
-    """--precision and --threads of the commands that run a saved model."""
+    """--precision, --threads and --base of the commands that run a saved model."""
     from tl.training.config import PRECISIONS
 
+    command = click.option("--base", type=click.Path(file_okay=False),
+                           help="The base checkpoint directory of a model saved as LoRA adapters alone, when "
+                                "tl.json's base_model is not found here (a local base on another machine); "
+                                "its weights must have tl.json's base_sha256.")(command)
     command = click.option("--threads", type=click.IntRange(min=1),
                            help="CPU threads. Default: every usable core.")(command)
     return click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
@@ -89,7 +95,7 @@ def _read_inputs(path: str, text_column: str, pair_column: str | None = None) ->
 @runtime_options
 def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text_column: str | None,
             text_pair_column: str | None, runtime: str | None, batch_size: int, as_json: bool, precision: str,
-            threads: int | None) -> None:
+            threads: int | None, base: str | None = None) -> None:
     """Predict labels for TEXTS (or --input) with a saved model (for a token-classification model
     such as NER: the entity spans of each text)."""
     from tl.cli.common import load_registry
@@ -114,7 +120,7 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
         inputs += read
     if not inputs:
         raise UsageError("nothing to predict: pass texts as arguments or --input FILE")
-    model, meta = _load(registry, model_dir, runtime, precision, threads)
+    model, meta = _load(registry, model_dir, runtime, precision, threads, base)
     max_length = int(meta.get("max_length", 128))
     if pairs is not None:
         preds = task.predict(model, inputs, max_length, batch_size, pairs=pairs)
@@ -138,7 +144,7 @@ def predict(texts: tuple[str, ...], model_dir: str, input_path: str | None, text
 @runtime_options
 def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column: str | None,
              text_pair_column: str | None, runtime: str | None, batch_size: int, max_eval_samples: int | None,
-             output: str | None, as_json: bool, precision: str, threads: int | None) -> None:
+             output: str | None, as_json: bool, precision: str, threads: int | None, base: str | None = None) -> None:
     """Score a saved model on labelled data; print and write the metrics."""
     from tl.assets.resolve import resolve_eval_file
     from tl.cli.common import load_registry
@@ -150,7 +156,7 @@ def evaluate(model_dir: str, dataset: str, text_column: str | None, label_column
     from tl.training.rundir import write_json_atomic
 
     registry, pm = load_registry()
-    model, meta = _load(registry, model_dir, runtime, precision, threads)
+    model, meta = _load(registry, model_dir, runtime, precision, threads, base)
     task = task_of(meta, registry)
     text_column = text_column or task.defaults.get("text_column") or "text"
     label_column = label_column or task.defaults.get("label_column") or "label"

@@ -134,13 +134,15 @@ def load_examples(
                 f"column {column!r} not found in {p.name}; columns are: {show_names(columns)}. Pass {option}."
             )
     first = 2 if file_format(p) in ("csv", "tsv") else 1  # the header is row 1 of a CSV
-    texts = _string_column(df, text_column, p, "text", first)
-    labels = _string_column(df, label_column, p, "label", first)
-    pairs = _string_column(df, text_pair_column, p, "text", first) if text_pair_column else None
+    texts = string_column(df, text_column, p, "text", first)
+    labels = string_column(df, label_column, p, "label", first)
+    pairs = string_column(df, text_pair_column, p, "text", first) if text_pair_column else None
     return Examples(texts, labels, pairs, source=str(p))
 
 
-def _string_column(df, column: str, path: Path, what: str, first: int = 2) -> list[str]:
+def string_column(df, column: str, path: Path, what: str, first: int = 2) -> list[str]:
+    """``column`` of a table as strings; a missing, null, empty (or non-scalar) cell is an error naming
+    its row (``first``: the number of the first data row)."""
     values = df[column].tolist()
     out = []
     for i, v in enumerate(values):

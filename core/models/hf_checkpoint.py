@@ -31,7 +31,8 @@ def check_checkpoint_dir(directory: str | Path) -> Path:
     if not d.is_dir():
         raise UsageError(f"{d} is not a directory; --model takes a checkpoint directory, an alias or a hub id")
     if not (d / CONFIG_NAME).is_file():
-        raise UsageError(f"{d} is not a Hugging Face checkpoint: {CONFIG_NAME} is missing")
+        raise UsageError(f"{d} is not a Hugging Face checkpoint: {CONFIG_NAME} is missing; pass the directory "
+                         "save_pretrained wrote (config.json, model.safetensors, tokenizer files)")
     if not (d / WEIGHTS_NAME).is_file():
         if (d / "tf_model.h5").is_file():
             raise UsageError(f"{d} has tf_model.h5 (TensorFlow) but no {WEIGHTS_NAME}: `tl run --model {d}` "
