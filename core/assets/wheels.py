@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tl.errors import AssetError
+from tl.files import sha256_file
 
 STAMP = ".tl-asset.json"
 
@@ -322,14 +323,6 @@ def safe_join(root: Path, relative: str) -> Path:
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise AssetError(f"refusing unsafe path {relative!r} in an asset archive")
     return root.joinpath(*rel.parts)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _say(message: str, quiet: bool) -> None:

@@ -40,7 +40,7 @@ def weights_sha256(checkpoint: str | Path) -> str:
     """The sha256 of a checkpoint directory's ``model.safetensors``: the catalog's for an offline alias
     as pulled (checked when it was extracted), else computed, streaming."""
     from tl.assets.catalog import known_sha256
-    from tl.assets.wheels import sha256_file
+    from tl.files import sha256_file
 
     return known_sha256(Path(checkpoint)) or sha256_file(Path(checkpoint) / WEIGHTS_NAME)
 

@@ -12,6 +12,7 @@ from typing import Any
 from tl import __version__, faults
 from tl.data.tokenization import Tokenizer
 from tl.errors import UsageError
+from tl.files import replace_dir
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Backend, HeadSpec, Model, Task
 from tl.models.adapters import materialize
 from tl.models.base_model import weights_sha256
@@ -57,17 +58,7 @@ def save_model(model: Model, directory: Path, meta: dict[str, Any]) -> Path:
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            directory.rename(old)
-            try:
-                tmp.rename(directory)
-            except BaseException:
-                old.rename(directory)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(directory)
+        replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -6,6 +6,7 @@ has run. Nothing here does work: the stages do."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,14 @@ class RunContext:
         """A progress line on stderr (none with --quiet, or on a non-main process)."""
         if not self.quiet:
             print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message: str, write: Callable[[str], None] | None = None) -> None:
+        """One warning line for the user, shown with --quiet too (it changes what the run did), and kept
+        in metrics.json's ``warnings``. ``write``: where the line goes (the progress bar's ``write`` while
+        it is shown), else stderr."""
+        line = f"tl: warning: {message}"
+        if write is not None:
+            write(line)
+        else:
+            print(line, file=sys.stderr, flush=True)
+        self.train_info.setdefault("warnings", []).append(message)

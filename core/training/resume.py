@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from typing import Any
 
 from tl import faults
 from tl.errors import TLError, UsageError
+from tl.files import replace_dir, sha256_file
 
 STATE = "state.json"
 #: What a failed write's error tells the user to do first, by errno (else: "Fix that").
@@ -67,7 +67,7 @@ class Checkpointer:
             faults.hit("checkpoint", step, tmp)  # the fault suite's switch (TL_INJECT_FAULT); nothing otherwise
             files, hashes = {}, {}
             for f in sorted(tmp.iterdir()):
-                hashes[f.name] = _sha256(f, fsync=True)
+                hashes[f.name] = sha256_file(f, fsync=True)
                 files[f.name] = f.stat().st_size
             state = {"step": step, "epoch": epoch, "micro": micro, "files": files, "sha256": hashes,
                      "extra": extra or {}}
@@ -75,7 +75,7 @@ class Checkpointer:
                 json.dump(state, fh, indent=2)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _replace_dir(tmp, final)
+            replace_dir(tmp, final)
             _fsync_dir(self.root)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -128,9 +128,9 @@ class Checkpointer:
 
 
 def resume_point(run_dir: Path, epochs: int, say: Callable[[str], None],
-                 record: Callable[[str], None] = lambda warning: None) -> Resume:
+                 warn: Callable[[str], None] | None = None) -> Resume:
     """Where ``tl run --resume run_dir`` continues: the newest good checkpoint. Damaged newer ones are
-    skipped with one warning line (printed, also with --quiet, and passed to ``record``). A run whose
+    skipped with one warning line (``warn``, default: printed on stderr, also with --quiet). A run whose
     training finished (its final checkpoint) but whose model or metrics.json were not saved resumes
     there: the finish stage (evaluate, save) runs again. A one-line ``UsageError`` when there is
     nothing to resume."""
@@ -143,8 +143,7 @@ def resume_point(run_dir: Path, epochs: int, say: Callable[[str], None],
         raise UsageError(f"{run_dir} has no usable checkpoint to resume from; {over}")
     if damaged:
         warning = f"{describe_damage(damaged)}; resuming from {resume.path.name}"
-        _print_warning(warning)
-        record(warning)
+        (warn or _print_warning)(warning)
     if resume.epoch >= epochs:
         if finish_done(run_dir, resume):
             raise UsageError(f"{run_dir} already finished all {epochs} epochs; nothing to resume")
@@ -265,7 +264,7 @@ def check_checkpoint(path: Path) -> tuple[dict | None, str]:
                 cut = f"truncated ({actual} of {size} bytes)" if actual < size else f"{actual} bytes, {size} expected"
                 return None, f"{name}: {cut}"
         for name, digest in hashes.items():
-            if _sha256(path / name) != digest:
+            if sha256_file(path / name) != digest:
                 return None, f"{name}: sha256 mismatch"
     except FileNotFoundError as exc:
         return None, f"{Path(exc.filename or '?').name} missing"
@@ -274,35 +273,8 @@ def check_checkpoint(path: Path) -> tuple[dict | None, str]:
     return state, ""
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Rename ``tmp`` to ``final``; an existing ``final`` (the same step saved again) is replaced only
-    once the new one is in place."""
-    if not final.exists():
-        tmp.rename(final)
-        return
-    old = final.with_name(f".old-{final.name}-{os.getpid()}")
-    final.rename(old)
-    try:
-        tmp.rename(final)
-    except BaseException:
-        old.rename(final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _print_warning(message: str) -> None:
     print(f"tl: warning: {message}", file=sys.stderr, flush=True)
-
-
-def _sha256(path: Path, fsync: bool = False) -> str:
-    """``path``'s sha256 (``fsync``: flushed to disk first, for a file just written)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        if fsync:
-            os.fsync(fh.fileno())
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -65,8 +65,7 @@ def run_directory(ctx: RunContext) -> Path:
         ctx.run_lock = RunLock.acquire(Path(ctx.resume_dir), "--resume")  # before anything in it is read or changed
         # the newest good checkpoint (damaged ones skipped with a warning); a run whose training finished
         # but whose model was not saved resumes at its final checkpoint: evaluated and saved again
-        ctx.resume = resume_point(Path(ctx.resume_dir), config.epochs, ctx.say,
-                                  lambda warning: ctx.train_info.setdefault("warnings", []).append(warning))
+        ctx.resume = resume_point(Path(ctx.resume_dir), config.epochs, ctx.say, ctx.warn)
         return Path(ctx.resume_dir)
     if world.is_main:  # only the main process locks the user's directory; the others write a scratch one
         path, ctx.run_lock = prepare_run_dir(config.output, ctx.task.name, backend.name, overwrite=ctx.overwrite,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import sys
 import time
 
 from tl.data.batching import accumulation_split, iter_batches, train_order
@@ -66,12 +65,8 @@ def train(ctx: RunContext) -> None:
         if world.is_main:
             call_hook(ctx.pm, "tl_on_epoch_end", warn=warn, run_dir=ctx.run_dir, epoch=epoch + 1, logs=row)
 
-    def warn(message: str) -> None:  # shown with --quiet too: it changes what the run did
-        if ctx.quiet:
-            print(f"tl: warning: {message}", file=sys.stderr, flush=True)
-        else:
-            progress.write(f"tl: warning: {message}")
-        ctx.train_info.setdefault("warnings", []).append(message)
+    def warn(message: str) -> None:  # above the progress bar while it is shown
+        ctx.warn(message, None if ctx.quiet else progress.write)
 
     callbacks = TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end, checkpointer=checkpointer,
                                resume=resume, on_info=ctx.train_info.update, warn=warn)
