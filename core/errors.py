@@ -37,5 +37,9 @@ class TrainingInterrupted(TLError):
     exit_code = 130
 
 
+class RunPruned(TLError):
+    """A run stopped after an epoch because its evaluation was poor (``tl tune``'s pruner)."""
+
+
 class BackendUnavailable(UsageError):
     """The requested backend's framework is not installed."""

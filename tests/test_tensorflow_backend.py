@@ -450,11 +450,11 @@ def test_freeze_builds_no_backward_pass_through_the_encoder(scratch_checkpoint, 
 
 
 def test_schedule_and_decay_groups_match_torch(torch_checkpoints, tokenizer, tf_backend, torch_backend):
+    from tl.training.schedule import linear_schedule
     from tl.training.strategies import Strategy
     from tl_tensorflow.train import LinearSchedule
     from tl_tensorflow.weights import weight_map
     from tl_torch.strategies import optimizer_groups
-    from tl_torch.train import linear_schedule
 
     for total, warmup in ((10, 2), (7, 0), (5, 5)):
         factor = linear_schedule(total, warmup)

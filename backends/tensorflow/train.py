@@ -38,7 +38,7 @@ def seed_everything(seed: int) -> None:
 
 class LinearSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """``lr * factor(step)``: linear warm-up with factor (step+1)/(warmup+1) for ``warmup`` steps, then
-    linear decay to 0 at ``total`` (tl_torch.train.linear_schedule, step-for-step)."""
+    linear decay to 0 at ``total`` (tl.training.schedule.linear_schedule, step-for-step)."""
 
     def __init__(self, lr: float, total_steps: int, warmup_steps: int) -> None:
         self.lr = float(lr)

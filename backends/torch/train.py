@@ -19,6 +19,7 @@ from tl.training.config import TrainSettings
 from tl.training.ledger import Ledger
 from tl.training.oom import OomRetry, split_group
 from tl.training.resume import host_rng_state, set_host_rng_state
+from tl.training.schedule import linear_schedule
 from tl_torch import strategies
 from tl_torch.distributed import all_reduce_sum, ddp, join_process_group
 from tl_torch.model import TorchModel, summed_loss, to_inputs
@@ -32,15 +33,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def linear_schedule(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return factor
 
 
 def groups(batches: Iterable[Batch], size: int) -> Iterator[list[Batch]]:

@@ -11,7 +11,7 @@ import click
 
 from tl.data.truncation import TRUNCATIONS
 from tl.errors import UsageError
-from tl.training.config import INITS, PRECISIONS, load_recipe, resolve
+from tl.training.config import CLASS_WEIGHTS, INITS, PRECISIONS, load_recipe, resolve
 from tl.training.strategies import STRATEGIES
 
 
@@ -74,6 +74,16 @@ BATCH = BatchSize()
 @click.option("--truncation", type=click.Choice(TRUNCATIONS),
               help="Texts longer than --max-length: keep the head, the tail, head+tail, or all of it in "
                    "overlapping chunks (logits averaged per text). Default: head+tail.")
+@click.option("--class-weights", type=click.Choice(CLASS_WEIGHTS),
+              help="balanced: weight each class's loss by n / (classes x its count), for imbalanced labels. "
+                   "Default: none.")
+@click.option("--validation-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="FRACTION",
+              help="Evaluate on this share of the training data (held out by hash) instead of the evaluation "
+                   "split, e.g. for model selection.")
+@click.option("--min-steps", type=click.IntRange(min=1),
+              help="Train at least this many optimizer steps: small datasets get more epochs.")
+@click.option("--log-every", type=click.IntRange(min=1),
+              help="Log loss and learning rate (history, TensorBoard, plugins) every N steps. Default: 10.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
 @click.option("--nproc", type=click.IntRange(min=1),

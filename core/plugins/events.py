@@ -21,7 +21,8 @@ from tl.plugins.guard import guarded_hooks
 
 STRICT_ENV = "TL_STRICT_PLUGINS"
 STRICT_FLAG = "--strict-plugins"
-EVENT_HOOKS = ("tl_on_epoch_end", "tl_on_evaluate", "tl_on_checkpoint_saved", "tl_register_commands")
+EVENT_HOOKS = ("tl_on_run_start", "tl_on_step_end", "tl_on_epoch_end", "tl_on_evaluate", "tl_on_checkpoint_saved",
+               "tl_on_run_end", "tl_register_commands")
 
 
 def strict_plugins() -> bool:

@@ -51,3 +51,26 @@ def tl_on_evaluate(run_dir: Any, metrics: dict) -> None:
 @hookspec
 def tl_on_checkpoint_saved(run_dir: Any, path: Any) -> None:
     """Called after a model or checkpoint directory has been written."""
+
+
+@hookspec
+def tl_on_run_start(run_dir: Any, config: dict, resolved: dict) -> None:
+    """Called once per ``tl run`` (also ``--resume``), on the main process, after config.json is
+    written and before the model trains. ``config``: the run's options (config.json's ``config``);
+    ``resolved``: all of config.json (labels, split, plan, hardware, versions); the run's id is
+    ``run_dir.name``."""
+
+
+@hookspec
+def tl_on_step_end(run_dir: Any, step: int, logs: dict) -> None:
+    """Called every ``--log-every`` optimizer steps (default 10) and after the last, on the main
+    process, with ``logs``: ``loss`` (that step's mean loss), ``learning_rate`` (the peak group's),
+    ``samples_per_second`` (since training started), ``epoch`` (fractional)."""
+
+
+@hookspec
+def tl_on_run_end(run_dir: Any, status: str, metrics: dict, error: str | None) -> None:
+    """Called once when a run that called ``tl_on_run_start`` ends, on the main process. ``status``:
+    ``finished`` (``metrics`` is metrics.json), ``interrupted`` (SIGINT/SIGTERM; a checkpoint was
+    written), ``pruned`` (stopped early by ``tl tune``) or ``failed`` (``error``: the one-line
+    reason). ``metrics`` is empty unless finished. A killed process (SIGKILL) calls nothing."""

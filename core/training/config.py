@@ -18,6 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CLASS_WEIGHTS = ("none", "balanced")
 INITS = ("pretrained", "scratch")
 
 
@@ -60,6 +61,15 @@ class RunConfig:
     merge_adapters: bool | None = None
     #: texts longer than max_length (tl.data.truncation): head | tail | head+tail | chunks
     truncation: str | None = None
+    #: loss weights per class: none | balanced (n / (classes x count), mean 1 over the training rows)
+    class_weights: str | None = None
+    #: evaluate on this share of the training data (held out by a salted hash of the text) instead of
+    #: the evaluation split: model selection without looking at the evaluation split (``tl tune``)
+    validation_split: float | None = None
+    #: small datasets train at least this many optimizer steps (more epochs), see ``tl.training.small_data``
+    min_steps: int | None = None
+    #: history, TensorBoard and the step hook every N optimizer steps
+    log_every: int | None = None
     output: str | None = None
 
 
@@ -85,6 +95,8 @@ DEFAULTS: dict[str, Any] = {
     "lora_alpha": 16.0,
     # Texts longer than max_length keep their start and their end (tl.data.truncation; measured in README)
     "truncation": "head+tail",
+    "class_weights": "none",
+    "log_every": 10,
 }
 
 FIELD_NAMES = tuple(f.name for f in fields(RunConfig))
@@ -139,12 +151,13 @@ def validate(config: RunConfig) -> None:
             raise UsageError(f"{name.replace('_', '-')} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
     for name in ("epochs", "batch_size", "lr", "max_length", "max_train_samples", "max_eval_samples", "threads",
-                 "grad_accum", "save_every", "keep_checkpoints", "layer_lr_decay", "lora_rank", "lora_alpha"):
+                 "grad_accum", "save_every", "keep_checkpoints", "layer_lr_decay", "lora_rank", "lora_alpha",
+                 "validation_split", "min_steps", "log_every"):
         positive(name)
     for name in ("weight_decay", "warmup_ratio", "seed"):
         positive(name, allow_zero=True)
     for name in ("epochs", "batch_size", "max_length", "seed", "max_train_samples", "max_eval_samples", "threads",
-                 "grad_accum", "lora_rank"):
+                 "grad_accum", "lora_rank", "min_steps", "log_every"):
         value = getattr(config, name)
         if value is not None and not isinstance(value, int):
             raise UsageError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
@@ -162,6 +175,10 @@ def validate(config: RunConfig) -> None:
         raise UsageError(f"layer-lr-decay must be in (0, 1], got {config.layer_lr_decay}")
     if config.truncation is not None and config.truncation not in TRUNCATIONS:
         raise UsageError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {config.truncation!r}")
+    if config.class_weights is not None and config.class_weights not in CLASS_WEIGHTS:
+        raise UsageError(f"class-weights must be one of {', '.join(CLASS_WEIGHTS)}, got {config.class_weights!r}")
+    if config.validation_split is not None and not 0 < config.validation_split < 1:
+        raise UsageError(f"validation-split must be between 0 and 1 (exclusive), got {config.validation_split}")
     if config.merge_adapters and config.strategy not in (None, "lora"):
         raise UsageError("--merge-adapters applies to --strategy lora only")
 

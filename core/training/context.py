@@ -31,6 +31,9 @@ class RunContext:
     overwrite: bool = False
     quiet: bool = False
     resume_dir: Path | None = None
+    #: Called (unguarded, unlike plugin hooks) after each epoch's evaluation with (epoch, that epoch's
+    #: history row); may raise ``tl.errors.RunPruned`` to stop the run there (``tl tune``'s pruner).
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None
     # resolve
     task: Task | None = None
     backend: Backend | None = None
@@ -64,6 +67,8 @@ class RunContext:
     resolved: dict[str, Any] = field(default_factory=dict)
     model: Model | None = None
     # train
+    #: True once training started (status.json says running, ``tl_on_run_start`` was called).
+    started: bool = False
     epoch_metrics: dict[str, Any] = field(default_factory=dict)
     train_info: dict[str, Any] = field(default_factory=dict)
     total_steps: int = 0

@@ -23,10 +23,15 @@ class Progress:
     def elapsed(self) -> float:
         return time.perf_counter() - self._t0
 
+    @property
+    def rate(self) -> float:
+        """Samples per second since the bar started."""
+        return self._samples / max(self.elapsed, 1e-9)
+
     def update(self, loss: float, samples: int) -> None:
         self._samples += samples
         self._loss = loss if self._loss is None else 0.9 * self._loss + 0.1 * loss
-        self._bar.set_postfix(loss=f"{self._loss:.4f}", samples_s=f"{self._samples / max(self.elapsed, 1e-9):.1f}",
+        self._bar.set_postfix(loss=f"{self._loss:.4f}", samples_s=f"{self.rate:.1f}",
                               refresh=False)
         self._bar.update(1)
 

@@ -18,7 +18,8 @@ from tl.errors import PluginError
 from tl.plugins import build_registry, get_plugin_manager
 from tl.plugins.events import EVENT_HOOKS, STRICT_ENV, call_hook, raise_if_strict
 
-HOOKS = ("tl_register_commands", "tl_register_tasks", "tl_on_epoch_end", "tl_on_evaluate", "tl_on_checkpoint_saved")
+HOOKS = ("tl_register_commands", "tl_register_tasks", "tl_on_run_start", "tl_on_step_end", "tl_on_epoch_end",
+         "tl_on_evaluate", "tl_on_checkpoint_saved", "tl_on_run_end")
 
 FAULTY = textwrap.dedent('''
     from tl import hookimpl
@@ -45,6 +46,18 @@ FAULTY = textwrap.dedent('''
     @hookimpl
     def tl_on_checkpoint_saved(run_dir, path):
         fail("tl_on_checkpoint_saved")
+
+    @hookimpl
+    def tl_on_run_start(run_dir, config, resolved):
+        fail("tl_on_run_start")
+
+    @hookimpl
+    def tl_on_step_end(run_dir, step, logs):
+        fail("tl_on_step_end")
+
+    @hookimpl
+    def tl_on_run_end(run_dir, status, metrics, error):
+        fail("tl_on_run_end")
 ''')
 
 #: a well-behaved plugin beside it: records each call, to show the others still run
@@ -68,6 +81,18 @@ RECORDER = textwrap.dedent('''
     @hookimpl
     def tl_on_checkpoint_saved(run_dir, path):
         note(run_dir, hook="tl_on_checkpoint_saved")
+
+    @hookimpl
+    def tl_on_run_start(run_dir, config, resolved):
+        note(run_dir, hook="tl_on_run_start", epochs=config["epochs"])
+
+    @hookimpl
+    def tl_on_step_end(run_dir, step, logs):
+        note(run_dir, hook="tl_on_step_end", step=step, keys=sorted(logs))
+
+    @hookimpl
+    def tl_on_run_end(run_dir, status, metrics, error):
+        note(run_dir, hook="tl_on_run_end", status=status, epochs=metrics.get("epochs"), error=error)
 ''')
 
 
@@ -103,8 +128,8 @@ def run_args(tiny_checkpoint, tiny_data, out) -> list[str]:
             "--precision", "fp32", "--threads", "1", "-q", "-o", str(out)]
 
 
-@pytest.mark.guarantee(fault="A plugin raising in every hook (commands, registration, epoch end, evaluate, "
-                             "checkpoint saved)",
+@pytest.mark.guarantee(fault="A plugin raising in every hook (commands, registration, run start, step, epoch "
+                             "end, evaluate, checkpoint saved, run end)",
                        tl="one warning line per plugin and hook; the other plugins still run",
                        kept="the CLI, the run, its model and metrics")
 def test_a_plugin_raising_in_every_hook_costs_one_warning_each(site, tmp_path, tiny_checkpoint, tiny_data,
@@ -122,7 +147,13 @@ def test_a_plugin_raising_in_every_hook_costs_one_warning_each(site, tmp_path, t
         assert "faulty_plugin_x" in lines[0]
     calls = [json.loads(ln) for ln in (out / "recorder.jsonl").read_text().splitlines()]
     assert [c["epoch"] for c in calls if c["hook"] == "tl_on_epoch_end"] == [1, 2]
-    assert {c["hook"] for c in calls} == {"tl_on_epoch_end", "tl_on_evaluate", "tl_on_checkpoint_saved"}
+    assert {c["hook"] for c in calls} == {"tl_on_run_start", "tl_on_step_end", "tl_on_epoch_end", "tl_on_evaluate",
+                                          "tl_on_checkpoint_saved", "tl_on_run_end"}
+    assert calls[0] == {"hook": "tl_on_run_start", "epochs": 2}
+    assert calls[-1] == {"hook": "tl_on_run_end", "status": "finished", "epochs": 2, "error": None}
+    steps = [c for c in calls if c["hook"] == "tl_on_step_end"]  # 64 rows / 16 = 4 steps per epoch, 8 in all
+    assert [c["step"] for c in steps] == [8]  # every 10 steps, and the last
+    assert steps[0]["keys"] == ["epoch", "learning_rate", "loss", "samples_per_second"]
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
 
 
@@ -165,6 +196,18 @@ class Raises:
     def tl_register_commands(self, cli):
         self.fail("tl_register_commands")
 
+    @hookimpl
+    def tl_on_run_start(self, run_dir, config, resolved):
+        self.fail("tl_on_run_start")
+
+    @hookimpl
+    def tl_on_step_end(self, run_dir, step, logs):
+        self.fail("tl_on_step_end")
+
+    @hookimpl
+    def tl_on_run_end(self, run_dir, status, metrics, error):
+        self.fail("tl_on_run_end")
+
     def fail(self, hook: str) -> None:
         if hook == self.hook:
             raise ValueError(f"bad {hook}")
@@ -190,9 +233,24 @@ class Records:
     def tl_register_commands(self, cli):
         self.calls.append("tl_register_commands")
 
+    @hookimpl
+    def tl_on_run_start(self, run_dir, config, resolved):
+        self.calls.append("tl_on_run_start")
+
+    @hookimpl
+    def tl_on_step_end(self, run_dir, step, logs):
+        self.calls.append("tl_on_step_end")
+
+    @hookimpl
+    def tl_on_run_end(self, run_dir, status, metrics, error):
+        self.calls.append("tl_on_run_end")
+
 
 ARGS = {"tl_on_epoch_end": {"run_dir": ".", "epoch": 1, "logs": {}}, "tl_on_evaluate": {"run_dir": ".", "metrics": {}},
-        "tl_on_checkpoint_saved": {"run_dir": ".", "path": "."}, "tl_register_commands": {"cli": None}}
+        "tl_on_checkpoint_saved": {"run_dir": ".", "path": "."}, "tl_register_commands": {"cli": None},
+        "tl_on_run_start": {"run_dir": ".", "config": {}, "resolved": {}},
+        "tl_on_step_end": {"run_dir": ".", "step": 10, "logs": {}},
+        "tl_on_run_end": {"run_dir": ".", "status": "failed", "metrics": {}, "error": "x"}}
 
 
 @pytest.mark.parametrize("hook", EVENT_HOOKS)

@@ -16,11 +16,27 @@ from tl.training.context import RunContext
 from tl.training.progress import Progress
 from tl.training.resume import Checkpointer
 from tl.training.rundir import History
+from tl.training.schedule import learning_rate
 from tl.training.signals import stop_on_signals
+from tl.training.status import write_status
+from tl.training.tensorboard import TENSORBOARD_DIR, EventLog
+
+
+def started(ctx: RunContext) -> None:
+    """Training starts: status.json says running, the plugins hear ``tl_on_run_start`` (main process)."""
+    ctx.started = True
+    if ctx.world.is_main:
+        write_status(ctx.run_dir, "running", resumed=ctx.resume is not None)
+        call_hook(ctx.pm, "tl_on_run_start", warn=ctx.warn, run_dir=ctx.run_dir, config=ctx.resolved["config"],
+                  resolved=ctx.resolved)
 
 
 def train(ctx: RunContext) -> None:
     config, backend, world, plan, resume = ctx.config, ctx.backend, ctx.world, ctx.plan, ctx.resume
+
+    def warn(message: str) -> None:  # above the progress bar while it is shown
+        ctx.warn(message, None if ctx.quiet else progress.write)
+
     history = History(ctx.run_dir / "history.jsonl", keep_until_step=resume.step if resume else None)
     checkpointer = None
     if backend.capabilities.checkpoints and world.is_main:
@@ -39,6 +55,10 @@ def train(ctx: RunContext) -> None:
     progress = Progress(ctx.total_steps, disable=ctx.quiet, initial=resume.step if resume else 0)
     if resume:
         ctx.say(f"tl: resuming from {resume.path.name} (step {resume.step} of {ctx.total_steps})")
+    log_every = config.log_every or 10
+    events = EventLog(ctx.run_dir / TENSORBOARD_DIR, warn, resumed_at=resume.step if resume else None) \
+        if world.is_main else None
+    started(ctx)
 
     def on_step(step: int, loss: float, n: int) -> None:
         if ctx.first_step_unix is None:
@@ -46,9 +66,14 @@ def train(ctx: RunContext) -> None:
         ctx.step = step
         ctx.samples += n
         progress.update(loss, n)
-        if step % 10 == 0 or step == ctx.total_steps:
-            history.log(event="step", step=step, epoch=step / per_epoch, loss=loss,
-                        lr_factor=None, elapsed_s=round(progress.elapsed, 3))
+        if step % log_every == 0 or step == ctx.total_steps:
+            logs = {"loss": loss, "learning_rate": learning_rate(config.lr, step, ctx.total_steps, config.warmup_ratio),
+                    "samples_per_second": round(progress.rate, 2), "epoch": round(step / per_epoch, 4)}
+            history.log(event="step", step=step, **logs, elapsed_s=round(progress.elapsed, 3))
+            if events is not None:
+                events.scalars(step, {f"train/{k}": logs[k] for k in ("loss", "learning_rate", "samples_per_second")})
+                events.flush()
+                call_hook(ctx.pm, "tl_on_step_end", warn=warn, run_dir=ctx.run_dir, step=step, logs=logs)
 
     def on_epoch_end(epoch: int, train_loss: float) -> None:
         t = time.perf_counter()
@@ -63,10 +88,12 @@ def train(ctx: RunContext) -> None:
             progress.write(f"epoch {epoch + 1}/{config.epochs}: train_loss {train_loss:.4f} | "
                            + " | ".join(f"{k} {row[k]:.4f}" for k in shown))
         if world.is_main:
+            events.scalars(ctx.step, {"train/epoch_loss": train_loss,
+                                      **{f"eval/{k[len('eval_'):]}": row[k] for k in shown}})
+            events.flush()
             call_hook(ctx.pm, "tl_on_epoch_end", warn=warn, run_dir=ctx.run_dir, epoch=epoch + 1, logs=row)
-
-    def warn(message: str) -> None:  # above the progress bar while it is shown
-        ctx.warn(message, None if ctx.quiet else progress.write)
+        if ctx.on_epoch is not None:
+            ctx.on_epoch(epoch + 1, row)
 
     callbacks = TrainCallbacks(on_step=on_step, on_epoch_end=on_epoch_end, checkpointer=checkpointer,
                                resume=resume, on_info=ctx.train_info.update, warn=warn)
@@ -83,6 +110,8 @@ def train(ctx: RunContext) -> None:
     finally:
         progress.close()
         history.close()
+        if events is not None:
+            events.close()
         if not world.is_main:  # a non-chief's scratch directory goes, whether training ended well or not
             shutil.rmtree(ctx.run_dir, ignore_errors=True)
     ctx.train_s = time.perf_counter() - t_start - ctx.eval_s
