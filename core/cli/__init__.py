@@ -23,6 +23,7 @@ BUILTIN_COMMANDS = {
     "plugin": "tl.cli.plugin_new:plugin",
     "pull": "tl.cli.plugins:pull",
     "env": "tl.cli.env:env",
+    "runs": "tl.cli.runs:runs",
 }
 
 

@@ -25,8 +25,9 @@ TENSORBOARD_DIR = "tensorboard"
 
 class EventLog:
     def __init__(self, directory: Path, warn: Callable[[str], None], *, resumed_at: int | None = None) -> None:
-        """A new event file in ``directory``. ``resumed_at``: the step a resumed run continues from;
-        TensorBoard then drops what the earlier file logged after it (a session restart)."""
+        """A new event file in ``directory``. ``resumed_at``: the step of the checkpoint a resumed run
+        continues from; a session restart at the step after it makes TensorBoard (``--purge_orphaned_data``,
+        its default) drop what the earlier file logged after the checkpoint, as history.jsonl does."""
         self.warn = warn
         self._file: Any = None
         self._writer: Any = None
@@ -35,13 +36,12 @@ class EventLog:
             from tensorboard.summary.writer.record_writer import RecordWriter
 
             directory.mkdir(parents=True, exist_ok=True)
-            name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.tl"
-            self._file = open(directory / name, "wb")  # noqa: SIM115 (open for the whole run)
+            self._file = _new_file(directory)
             self._writer = RecordWriter(self._file)
             self._event = event_pb2
             self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
-            if resumed_at is not None:
-                self._write(event_pb2.Event(wall_time=time.time(), step=resumed_at,
+            if resumed_at is not None:  # TensorBoard keeps what the earlier file logged before this step
+                self._write(event_pb2.Event(wall_time=time.time(), step=resumed_at + 1,
                                             session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
             self.flush()
         except Exception as exc:  # an unwritable directory, a broken install: the run goes on without
@@ -51,11 +51,11 @@ class EventLog:
         """One event at optimizer step ``step`` with a scalar per tag (``None`` values skipped)."""
         if self._writer is None:
             return
-        from tensorboard.compat.proto import summary_pb2
-
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(v))
-                                             for tag, v in values.items() if v is not None])
         try:
+            from tensorboard.compat.proto import summary_pb2
+
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(v))
+                                                 for tag, v in values.items() if v is not None])
             self._write(self._event.Event(wall_time=time.time(), step=int(step), summary=summary))
         except Exception as exc:
             self._fail(exc)
@@ -86,3 +86,16 @@ class EventLog:
             with contextlib.suppress(Exception):
                 self._file.close()
         self._file = self._writer = None
+
+
+def _new_file(directory: Path) -> Any:
+    """A new event file, named as TensorBoard's writers name theirs; the names of a run's files sort in
+    the order they were made (TensorBoard reads them in that order), and a run resumed in the same
+    second by the same process gets a file of its own instead of truncating the earlier one."""
+    stem = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
+    for n in range(1, 1000):
+        try:
+            return open(directory / f"{stem}.{n:03d}.tl", "xb")  # noqa: SIM115 (open for the whole run)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{directory / stem}.*.tl")
