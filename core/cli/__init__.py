@@ -15,6 +15,7 @@ from tl.errors import TLError
 #: Built-in commands: name -> "module:attribute", imported when the command is used or listed.
 BUILTIN_COMMANDS = {
     "run": "tl.cli.run:run",
+    "tune": "tl.cli.tune:tune",
     "predict": "tl.cli.predict:predict",
     "evaluate": "tl.cli.predict:evaluate",
     "export": "tl.cli.export:export",

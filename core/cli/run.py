@@ -6,13 +6,18 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tl.data.truncation import TRUNCATIONS
 from tl.errors import UsageError
-from tl.training.config import CLASS_WEIGHTS, INITS, PRECISIONS, load_recipe, resolve
+from tl.training.config import CLASS_WEIGHTS, INITS, PRECISIONS, RunConfig, load_recipe, resolve
+from tl.training.small_data import DEFAULT_MIN_STEPS
 from tl.training.strategies import STRATEGIES
+
+if TYPE_CHECKING:
+    from tl.plugins.registry import Registry
 
 
 class BatchSize(click.ParamType):
@@ -33,58 +38,73 @@ class BatchSize(click.ParamType):
 BATCH = BatchSize()
 
 
+#: ``tl run``'s options for what a run is (RunConfig fields), in ``tl run --help``'s order; ``tl tune``
+#: takes them too, for what it does not search.
+RUN_OPTIONS = (
+    click.option("--task", help="Task name (see `tl plugins`). Default: sentiment."),
+    click.option("--backend", help="Backend: torch or tensorflow (see `tl plugins`). Default: torch."),
+    click.option("--model", help="Model alias, local Hugging Face checkpoint directory, or hub id (org/name, hf:name)."),
+    click.option("--dataset", help="Dataset name or a local .csv/.tsv/.jsonl/.parquet file (20% held out by hash)."),
+    click.option("--eval-dataset", help="Separate evaluation file or dataset; then all of --dataset trains."),
+    click.option("--text-column", help="Text column of local data files. Default: text."),
+    click.option("--text-pair-column", help="Second text column, for sentence-pair inputs."),
+    click.option("--label-column", help="Label column of local data files. Default: label."),
+    click.option("--epochs", type=click.IntRange(min=1), help="Training epochs."),
+    click.option("--batch-size", type=BATCH, metavar="N|auto",
+                 help="Examples per optimizer step; auto: keep the recipe's, fit the per-device batch to memory."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW)."),
+    click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay. Default: 0.01."),
+    click.option("--warmup-ratio", type=click.FloatRange(0, 1), help="Share of steps for linear warm-up. Default: 0.1."),
+    click.option("--max-length", type=click.IntRange(min=8), help="Maximum tokens per example (truncation)."),
+    click.option("--seed", type=click.IntRange(min=0), help="Random seed (initialisation, data order, dropout)."),
+    click.option("--max-train-samples", type=click.IntRange(min=1), help="Train on a fixed random subset of this size."),
+    click.option("--max-eval-samples", type=click.IntRange(min=1), help="Evaluate on a fixed random subset of this size."),
+    click.option("--precision", type=click.Choice(PRECISIONS),
+                 help="auto: bf16 where the hardware computes it natively, fp16 on GPUs without bf16, else fp32."),
+    click.option("--precision-strict", is_flag=True, default=None,
+                 help="Fail instead of falling back to fp32 when --precision cannot be honoured here."),
+    click.option("--grad-accum", type=click.IntRange(min=1),
+                 help="Micro-batches per optimizer step (the effective batch stays --batch-size)."),
+    click.option("--init", type=click.Choice(INITS), help="pretrained weights, or scratch (same architecture, random)."),
+    click.option("--allow-pickle", is_flag=True, default=None,
+                 help="Convert a trusted pickle checkpoint (pytorch_model.bin) to safetensors and use it."),
+    click.option("--strategy", type=click.Choice(STRATEGIES),
+                 help="finetune (all weights), freeze (head only), gradual-unfreeze (top down, a group per epoch), "
+                      "lora (low-rank adapters). Default: finetune."),
+    click.option("--layer-lr-decay", type=click.FloatRange(0, 1, min_open=True),
+                 help="Discriminative rates: each lower layer's rate is the one above times this. Default: 1."),
+    click.option("--lora-rank", type=click.IntRange(min=1), help="LoRA rank. Default: 8."),
+    click.option("--lora-alpha", type=click.FloatRange(min=0, min_open=True), help="LoRA alpha (scale alpha/rank). Default: 16."),
+    click.option("--merge-adapters", is_flag=True, default=None,
+                 help="lora: save a standard checkpoint with the adapters merged (default: the adapters alone)."),
+    click.option("--truncation", type=click.Choice(TRUNCATIONS),
+                 help="Texts longer than --max-length: keep the head, the tail, head+tail, or all of it in "
+                      "overlapping chunks (logits averaged per text). Default: head+tail."),
+    click.option("--class-weights", type=click.Choice(CLASS_WEIGHTS),
+                 help="balanced: weight each class's loss by n / (classes x its count), for imbalanced labels. "
+                      "Default: none."),
+    click.option("--validation-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="FRACTION",
+                 help="Evaluate on this share of the training data (held out by hash) instead of the evaluation "
+                      "split, e.g. for model selection."),
+    click.option("--min-steps", type=click.IntRange(min=1),
+                 help="Train at least this many optimizer steps: small datasets get more epochs. Default: "
+                      f"{DEFAULT_MIN_STEPS} unless --epochs (or the recipe's epochs) is given."),
+    click.option("--log-every", type=click.IntRange(min=1),
+                 help="Log loss and learning rate (history, TensorBoard, plugins) every N steps. Default: 10."),
+    click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework."),
+)
+
+
+def run_options(func):
+    """Decorate a click command with ``RUN_OPTIONS``."""
+    for option in reversed(RUN_OPTIONS):
+        func = option(func)
+    return func
+
+
 @click.command()
 @click.argument("recipe", required=False, type=click.Path(dir_okay=False))
-@click.option("--task", help="Task name (see `tl plugins`). Default: sentiment.")
-@click.option("--backend", help="Backend: torch or tensorflow (see `tl plugins`). Default: torch.")
-@click.option("--model", help="Model alias, local Hugging Face checkpoint directory, or hub id (org/name, hf:name).")
-@click.option("--dataset", help="Dataset name or a local .csv/.tsv/.jsonl/.parquet file (20% held out by hash).")
-@click.option("--eval-dataset", help="Separate evaluation file or dataset; then all of --dataset trains.")
-@click.option("--text-column", help="Text column of local data files. Default: text.")
-@click.option("--text-pair-column", help="Second text column, for sentence-pair inputs.")
-@click.option("--label-column", help="Label column of local data files. Default: label.")
-@click.option("--epochs", type=click.IntRange(min=1), help="Training epochs.")
-@click.option("--batch-size", type=BATCH, metavar="N|auto",
-              help="Examples per optimizer step; auto: keep the recipe's, fit the per-device batch to memory.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate (AdamW).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), help="AdamW weight decay. Default: 0.01.")
-@click.option("--warmup-ratio", type=click.FloatRange(0, 1), help="Share of steps for linear warm-up. Default: 0.1.")
-@click.option("--max-length", type=click.IntRange(min=8), help="Maximum tokens per example (truncation).")
-@click.option("--seed", type=click.IntRange(min=0), help="Random seed (initialisation, data order, dropout).")
-@click.option("--max-train-samples", type=click.IntRange(min=1), help="Train on a fixed random subset of this size.")
-@click.option("--max-eval-samples", type=click.IntRange(min=1), help="Evaluate on a fixed random subset of this size.")
-@click.option("--precision", type=click.Choice(PRECISIONS),
-              help="auto: bf16 where the hardware computes it natively, fp16 on GPUs without bf16, else fp32.")
-@click.option("--precision-strict", is_flag=True, default=None,
-              help="Fail instead of falling back to fp32 when --precision cannot be honoured here.")
-@click.option("--grad-accum", type=click.IntRange(min=1),
-              help="Micro-batches per optimizer step (the effective batch stays --batch-size).")
-@click.option("--init", type=click.Choice(INITS), help="pretrained weights, or scratch (same architecture, random).")
-@click.option("--allow-pickle", is_flag=True, default=None,
-              help="Convert a trusted pickle checkpoint (pytorch_model.bin) to safetensors and use it.")
-@click.option("--strategy", type=click.Choice(STRATEGIES),
-              help="finetune (all weights), freeze (head only), gradual-unfreeze (top down, a group per epoch), "
-                   "lora (low-rank adapters). Default: finetune.")
-@click.option("--layer-lr-decay", type=click.FloatRange(0, 1, min_open=True),
-              help="Discriminative rates: each lower layer's rate is the one above times this. Default: 1.")
-@click.option("--lora-rank", type=click.IntRange(min=1), help="LoRA rank. Default: 8.")
-@click.option("--lora-alpha", type=click.FloatRange(min=0, min_open=True), help="LoRA alpha (scale alpha/rank). Default: 16.")
-@click.option("--merge-adapters", is_flag=True, default=None,
-              help="lora: save a standard checkpoint with the adapters merged (default: the adapters alone).")
-@click.option("--truncation", type=click.Choice(TRUNCATIONS),
-              help="Texts longer than --max-length: keep the head, the tail, head+tail, or all of it in "
-                   "overlapping chunks (logits averaged per text). Default: head+tail.")
-@click.option("--class-weights", type=click.Choice(CLASS_WEIGHTS),
-              help="balanced: weight each class's loss by n / (classes x its count), for imbalanced labels. "
-                   "Default: none.")
-@click.option("--validation-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), metavar="FRACTION",
-              help="Evaluate on this share of the training data (held out by hash) instead of the evaluation "
-                   "split, e.g. for model selection.")
-@click.option("--min-steps", type=click.IntRange(min=1),
-              help="Train at least this many optimizer steps: small datasets get more epochs.")
-@click.option("--log-every", type=click.IntRange(min=1),
-              help="Log loss and learning rate (history, TensorBoard, plugins) every N steps. Default: 10.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework.")
+@run_options
 @click.option("--output", "-o", help="Run directory. Default: runs/<timestamp>-<task>-<backend>.")
 @click.option("--nproc", type=click.IntRange(min=1),
               help="Train with N processes on this machine (torch: launches torchrun for you; DDP).")
@@ -115,15 +135,21 @@ def run(recipe: str | None, nproc: int | None, resume_dir: str | None, overwrite
         result = execute(config, registry, pm, quiet=quiet, resume_dir=Path(resume_dir))
         _report(result, as_json)
         return
-    recipe_values = load_recipe(recipe) if recipe else {}
+    config = configure(registry, load_recipe(recipe) if recipe else {}, options)
+    result = execute(config, registry, pm, overwrite=overwrite, quiet=quiet)
+    _report(result, as_json)
+
+
+def configure(registry: Registry, recipe_values: dict, options: dict) -> RunConfig:
+    """A run's configuration: ``options`` (None: not given) over the recipe's values over the task's
+    defaults over tl's (``tl run``, and each of ``tl tune``'s trials)."""
     task_name = options.get("task") or recipe_values.get("task") or "sentiment"
     task = registry.get("task", task_name)
     task_defaults = dict(task.defaults, model=task.default_model, dataset=task.default_dataset or None)
     config = resolve(options, recipe_values, task_defaults)
     if not config.dataset:
         raise UsageError(f"task {task.name!r} has no default dataset; pass --dataset")
-    result = execute(config, registry, pm, overwrite=overwrite, quiet=quiet)
-    _report(result, as_json)
+    return config
 
 
 def _report(result, as_json: bool) -> None:
@@ -140,7 +166,7 @@ def _report(result, as_json: bool) -> None:
 
 
 def _resumed_config(resume_dir: str, recipe: str | None, options: dict):
-    from tl.training.config import RunConfig, validate
+    from tl.training.config import validate
 
     given = sorted(k.replace("_", "-") for k, v in options.items() if v is not None)
     if recipe or given:

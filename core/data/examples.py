@@ -64,17 +64,42 @@ class Splits:
     split: str = ""
 
 
-def is_eval_row(text: str, fraction: float = EVAL_FRACTION) -> bool:
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
+#: Prefix of the text hashed for the validation split (``validation_split``), so that it is not the
+#: evaluation split's hash: the training split holds only rows whose unsalted hash is >= EVAL_FRACTION.
+VALIDATION_SALT = "tl-validation\x1f"
+
+
+def is_eval_row(text: str, fraction: float = EVAL_FRACTION, salt: str = "") -> bool:
+    digest = hashlib.sha256((salt + text).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _held_out(examples: Examples, fraction: float, salt: str = "") -> tuple[list[int], list[int]]:
+    """Indices of the rows kept and held out by the (salted) hash of their text (and pair)."""
+    train_idx, eval_idx = [], []
+    for i, text in enumerate(examples.texts):
+        key = text if examples.pairs is None else text + "\x1f" + examples.pairs[i]
+        (eval_idx if is_eval_row(key, fraction, salt) else train_idx).append(i)
+    return train_idx, eval_idx
+
+
+def validation_split(train: Examples, fraction: float) -> Splits:
+    """Hold out ``fraction`` of the training rows for validation by a salted hash of their text (fixed
+    across seeds, disjoint from the evaluation split, which the result does not hold)."""
+    train_idx, eval_idx = _held_out(train, fraction, VALIDATION_SALT)
+    if not train_idx or not eval_idx:
+        raise DataError(
+            f"{len(train)} training rows are too few to hold out {fraction:.0%} for validation; "
+            "use more training data (--max-train-samples) or another --validation-split"
+        )
+    return Splits(train.take(train_idx), train.take(eval_idx),
+                  split=f"validation: salted sha256(text) held-out {fraction:.0%} of the training split "
+                        "(evaluation split unused)")
 
 
 def hash_split(examples: Examples, fraction: float = EVAL_FRACTION) -> Splits:
     """Hold out ``fraction`` of the rows by a hash of their text (fixed across seeds)."""
-    train_idx, eval_idx = [], []
-    for i, text in enumerate(examples.texts):
-        key = text if examples.pairs is None else text + "\x1f" + examples.pairs[i]
-        (eval_idx if is_eval_row(key, fraction) else train_idx).append(i)
+    train_idx, eval_idx = _held_out(examples, fraction)
     if not train_idx or not eval_idx:
         raise DataError(
             f"{examples.source} has too few rows ({len(examples)}) to hold out {fraction:.0%} for evaluation; "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tl.assets.resolve import resolve_dataset, resolve_eval_file
-from tl.data.examples import Examples, Splits, subset
+from tl.data.examples import Examples, Splits, subset, validation_split
 from tl.errors import DataError
 from tl.interfaces import Task
 from tl.plugins.registry import Registry
@@ -18,6 +18,8 @@ def load_splits(config: RunConfig, registry: Registry, task: Task | None = None)
     read = (task or Task()).read
     splits = resolve_dataset(config.dataset, registry, config.text_column, config.label_column,
                              config.text_pair_column, read=read)
+    if config.validation_split:
+        return _validation(config, splits, task)
     if config.eval_dataset:
         eval_examples = resolve_eval_file(config.eval_dataset, registry, config.text_column,
                                           config.label_column, config.text_pair_column, read=read)
@@ -29,6 +31,17 @@ def load_splits(config: RunConfig, registry: Registry, task: Task | None = None)
             require_pairs(task, examples)
     return Splits(subset(splits.train, config.max_train_samples), subset(splits.eval, config.max_eval_samples),
                   splits.split)
+
+
+def _validation(config: RunConfig, splits: Splits, task: Task | None) -> Splits:
+    """``validation_split``: the training data (--max-train-samples' subset of it first) split again by
+    a salted hash into train and validation; the evaluation split (or --eval-dataset) is not read."""
+    # with a separate eval set, the whole of a local --dataset is training data
+    train = _all(splits) if config.eval_dataset and Path(config.dataset).exists() else splits.train
+    if task is not None:
+        require_pairs(task, train)
+    held = validation_split(subset(train, config.max_train_samples), config.validation_split)
+    return Splits(held.train, subset(held.eval, config.max_eval_samples), held.split)
 
 
 def require_pairs(task: Task, examples: Examples) -> None:
