@@ -8,8 +8,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
-# the task plugins under plugins/pair and plugins/multiclass are separate distributions, installed like a third party's
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[torch,tensorflow,onnx,export,serve,dev]' -e plugins/pair -e plugins/multiclass -e plugins/ner
+# the plugins under plugins/ (tasks: pair, multiclass, ner; MLflow tracking: mlflow) are separate distributions, installed like a third party's
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[torch,tensorflow,onnx,export,serve,tune,dev]' -e plugins/pair -e plugins/multiclass -e plugins/ner -e plugins/mlflow
 export TOKENIZERS_PARALLELISM=false TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"

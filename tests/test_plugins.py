@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import types
@@ -36,6 +37,18 @@ class EventRecorder:
     @hookimpl
     def tl_on_checkpoint_saved(self, run_dir, path):
         self.events.append(("saved", path.name))
+
+    @hookimpl
+    def tl_on_run_start(self, run_dir, config, resolved):
+        self.events.append(("start", config["epochs"], resolved["labels"]))
+
+    @hookimpl
+    def tl_on_step_end(self, step, logs):
+        self.events.append(("step", step, logs["loss"], logs["learning_rate"]))
+
+    @hookimpl
+    def tl_on_run_end(self, status, metrics, error):
+        self.events.append(("end", status, metrics.get("eval_accuracy"), error))
 
 
 _count = iter(range(10**6))
@@ -150,9 +163,17 @@ def test_event_hooks_fire_during_a_run(tmp_path, tiny_checkpoint, tiny_data, bac
                       "epochs": 2, "output": str(tmp_path / "run"), "precision": "fp32"}, {}, {})
     result = run(config, reg, pm, quiet=True)
     kinds = [e[0] for e in recorder.events]
-    assert kinds == ["epoch", "epoch", "saved", "evaluate"]
-    assert recorder.events[1][2] == result.metrics["eval_accuracy"]
-    assert recorder.events[2][1] == "model"
+    steps = [e for e in recorder.events if e[0] == "step"]  # 20 optimizer steps, logged every 10
+    assert kinds == ["start", "step", "epoch", "step", "epoch", "saved", "evaluate", "end"], kinds
+    assert recorder.events[0] == ("start", 2, ["negative", "positive"])
+    history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
+    assert [(e[1], e[2], e[3]) for e in steps] == [(r["step"], r["loss"], r["learning_rate"])
+                                                   for r in history if r["event"] == "step"]
+    assert [e[1] for e in steps] == [10, 20]
+    epochs = [e for e in recorder.events if e[0] == "epoch"]
+    assert epochs[1][2] == result.metrics["eval_accuracy"]
+    assert recorder.events[5][1] == "model"
+    assert recorder.events[-1] == ("end", "finished", result.metrics["eval_accuracy"], None)
 
 
 def test_every_hookspec_is_tested_and_documented():

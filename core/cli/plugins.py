@@ -30,7 +30,7 @@ def plugins(as_json: bool) -> None:
     provides each."""
     from tl.cli.common import load_registry
 
-    registry, _ = load_registry(warn=False)
+    registry, pm = load_registry(warn=False)
     rows = []
     for kind in KINDS:
         for name in registry.names(kind):
@@ -42,8 +42,10 @@ def plugins(as_json: bool) -> None:
             })
     failures = [{"plugin": f.name, "distribution": f.distribution, "error": f.error} for f in registry.failures]
     warnings = registry.warnings
+    listeners = _listeners(pm)
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "failures": failures, "warnings": warnings}, indent=2))
+        click.echo(json.dumps({"plugins": rows, "hooks": listeners, "failures": failures, "warnings": warnings},
+                              indent=2))
         return
     for kind in KINDS:
         chosen = [r for r in rows if r["kind"] == kind]
@@ -55,6 +57,11 @@ def plugins(as_json: bool) -> None:
             click.echo(f"  {r['name']:<{w}}  {r['status']}  [{r['provider']}]")
             if r["description"]:
                 click.echo(f"  {'':<{w}}  {r['description']}")
+    if listeners:
+        click.echo(click.style("run-event hooks and commands", bold=True))
+        w = max(len(r["plugin"]) for r in listeners)
+        for r in listeners:
+            click.echo(f"  {r['plugin']:<{w}}  {', '.join(r['hooks'])}  [{r['provider']}]")
     if warnings:
         click.echo(click.style("built-ins overridden by plugins", bold=True, fg="yellow"))
         for message in warnings:
@@ -63,6 +70,19 @@ def plugins(as_json: bool) -> None:
         click.echo(click.style("plugins that failed to load", bold=True, fg="red"))
         for f in failures:
             click.echo(f"  {f['plugin']} [{f['distribution']}]: {f['error']}")
+
+
+def _listeners(pm) -> list[dict]:
+    """The plugins that implement run-event hooks or add commands (trackers, loggers): they register no
+    named object, so the kinds above would not show them."""
+    from tl.plugins.events import EVENT_HOOKS
+
+    rows = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda pair: pair[0]):
+        hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or () if h.name in EVENT_HOOKS)
+        if hooks:
+            rows.append({"plugin": name, "provider": pm.plugin_dists.get(name, name), "hooks": hooks})
+    return rows
 
 
 @click.command()
