@@ -187,6 +187,8 @@ class Capabilities:
     #: In a multi-process run, each process evaluates its shard and ``Backend.all_gather`` joins them;
     #: otherwise every process evaluates the whole set.
     sharded_eval: bool = False
+    #: Weights the loss per label (``TrainSettings.class_weights``, ``--class-weights balanced``).
+    class_weights: bool = False
 
 
 @dataclass

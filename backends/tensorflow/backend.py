@@ -42,6 +42,7 @@ class TensorflowBackend(Backend):
         distributed=("multi-worker", "mirrored"),
         exports=("savedmodel",),
         checkpoints=True,
+        class_weights=True,
     )
 
     def __init__(self) -> None:

@@ -91,16 +91,26 @@ class Classifier(keras.Model):
         encoder_training = bool(training) and not self.encoder_inference
         return self.head(self.encoder(inputs, training=encoder_training), training=training)
 
+    #: Set by tl_tensorflow.train: the loss weight of each label id (``TrainSettings.class_weights``), or None.
+    class_weights: tuple[float, ...] | None = None
+
     def summed_loss(self, y, logits):
         """(cross-entropy summed over the scored labels, how many labels were scored): [rows] labels
-        with [rows, labels] logits, or [rows, tokens] labels (-100: not scored) with per-token logits."""
+        with [rows, labels] logits, or [rows, tokens] labels (-100: not scored) with per-token logits.
+        With ``class_weights``, each label's cross-entropy times its label's weight (a weighted sum;
+        the count stays the number of scored labels)."""
+        weights = None if self.class_weights is None else tf.constant(self.class_weights, tf.float32)
         if not self.per_token:
-            per_row = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            return tf.reduce_sum(tf.cast(per_row, tf.float32)), tf.cast(tf.shape(y)[0], tf.float32)
+            per_row = tf.cast(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True), tf.float32)
+            if weights is not None:
+                per_row *= tf.gather(weights, tf.cast(y, tf.int32))
+            return tf.reduce_sum(per_row), tf.cast(tf.shape(y)[0], tf.float32)
         scored = tf.not_equal(y, IGNORE_INDEX)
-        per_token = keras.losses.sparse_categorical_crossentropy(tf.where(scored, y, tf.zeros_like(y)), logits,
-                                                                 from_logits=True)
-        total = tf.reduce_sum(tf.where(scored, tf.cast(per_token, tf.float32), 0.0))
+        target = tf.where(scored, y, tf.zeros_like(y))
+        per_token = tf.cast(keras.losses.sparse_categorical_crossentropy(target, logits, from_logits=True), tf.float32)
+        if weights is not None:
+            per_token *= tf.gather(weights, tf.cast(target, tf.int32))
+        total = tf.reduce_sum(tf.where(scored, per_token, 0.0))
         return total, tf.reduce_sum(tf.cast(scored, tf.float32))
 
     #: Set by tl_tensorflow.train: each element is a tuple of (x, y) micro-batches making one
@@ -115,7 +125,7 @@ class Classifier(keras.Model):
         variables = self.trainable_variables
         with _tape(variables) as tape:
             logits = self(x, training=True)
-            if self.per_token:  # the mean over labelled tokens
+            if self.per_token or self.class_weights is not None:  # the (weighted) sum over targets / targets
                 total, scored = self.summed_loss(y, logits)
                 loss = total / tf.maximum(scored, 1.0)
             else:

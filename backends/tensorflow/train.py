@@ -298,6 +298,7 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
                     begin_epoch=lambda epoch: begin_epoch(epoch))
     total, warmup = ledger.total_steps, ledger.warmup_steps
     network.grouped_steps = grouped
+    network.class_weights = settings.class_weights  # --class-weights: summed_loss weights each label
     with distributed.scope(strategy):
         optimizer = make_optimizer(model, settings, total, warmup, grouped)
         network.compile(

@@ -31,6 +31,7 @@ class TorchBackend(Backend):
         distributed=("ddp",),
         exports=("onnx",),
         checkpoints=True,
+        class_weights=True,
         sharded_eval=True,
     )
 

@@ -19,12 +19,13 @@ from tl_torch.network import build_module, load_module
 from tl_torch.runtime import select_device
 
 
-def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def summed_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy summed over the scored labels of a batch, for every head kind: [rows, labels]
     logits with [rows] labels, or [rows, tokens, labels] with [rows, tokens] (-100: not scored). The
-    training loop divides by the step's ``Batch.targets``."""
-    return torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="sum",
-                                             ignore_index=-100)
+    training loop divides by the step's ``Batch.targets``. ``weights`` ([labels], float32): each
+    target's cross-entropy times its label's weight (a weighted sum, not torch's weighted mean)."""
+    return torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels.flatten(), weight=weights,
+                                             reduction="sum", ignore_index=-100)
 
 
 class TorchModel(Model):

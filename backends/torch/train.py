@@ -79,7 +79,14 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_schedule(ledger.total_steps,
                                                                               ledger.warmup_steps))
     scaler = torch.amp.GradScaler(dev.type, enabled=settings.loss_scaling and settings.precision == "fp16")
-    loss_fn = summed_loss  # CE summed over a batch's scored labels (rows, or labelled tokens of a token head)
+    # CE summed over a batch's scored labels (rows, or labelled tokens of a token head), per-label weighted
+    # with --class-weights (the weights' mean over the training targets is 1: the loss keeps its scale)
+    weights = None if settings.class_weights is None else \
+        torch.tensor(settings.class_weights, dtype=torch.float32, device=dev)
+
+    def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return summed_loss(logits, labels, weights)
+
     first_rows = -(-settings.batch_size // (accum * world))  # the configured micro-batch of one process
     retry = OomRetry(callbacks.warn, world)  # several processes: no retry (see OomRetry)
 

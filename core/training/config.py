@@ -10,6 +10,7 @@ from typing import Any
 
 from tl.data.truncation import TRUNCATIONS
 from tl.errors import UsageError
+from tl.training.small_data import DEFAULT_MIN_STEPS
 from tl.training.strategies import STRATEGIES, Strategy
 
 if sys.version_info >= (3, 11):
@@ -66,7 +67,8 @@ class RunConfig:
     #: evaluate on this share of the training data (held out by a salted hash of the text) instead of
     #: the evaluation split: model selection without looking at the evaluation split (``tl tune``)
     validation_split: float | None = None
-    #: small datasets train at least this many optimizer steps (more epochs), see ``tl.training.small_data``
+    #: small datasets train at least this many optimizer steps (more epochs), see ``tl.training.small_data``;
+    #: ``resolve`` sets ``DEFAULT_MIN_STEPS`` when neither the CLI nor the recipe gives epochs
     min_steps: int | None = None
     #: history, TensorBoard and the step hook every N optimizer steps
     log_every: int | None = None
@@ -136,6 +138,9 @@ def resolve(cli: dict[str, Any], recipe: dict[str, Any], task_defaults: dict[str
                 merged[name] = layer[name]
                 break
     config = RunConfig(**merged)
+    if config.min_steps is None and cli.get("epochs") is None and recipe.get("epochs") is None:
+        # the epochs are a default, not the user's: a small training set trains at least this many steps
+        config.min_steps = DEFAULT_MIN_STEPS
     validate(config)
     return config
 
@@ -213,3 +218,7 @@ class TrainSettings:
     rank: int = 0
     replicas: int = 1  # local devices this process drives (tf.distribute.MirroredStrategy)
     strategy: Strategy = field(default_factory=Strategy)
+    #: Loss weight per label id (``tl.training.small_data.balanced_weights``; mean 1 over the training
+    #: targets): each target's cross-entropy times its label's weight, summed and divided by the step's
+    #: targets as without weights. None: unweighted.
+    class_weights: tuple[float, ...] | None = None

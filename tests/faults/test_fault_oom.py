@@ -73,7 +73,8 @@ def test_oom_step_is_retried_with_half_the_micro_batch(setup, reference, backend
     assert result.stderr.count("tl: warning: out of memory") == 1, result.stderr
     assert f"tl: warning: {warning}" in result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["warnings"] == [warning]
+    # (6 steps of the tiny model: the end-of-run check may add that it predicts one class, issue 16)
+    assert [w for w in metrics["warnings"] if "out of memory" in w] == [warning]
     assert metrics["train_steps"] == expected["train_steps"] == 6
     assert metrics["eval_loss"] == pytest.approx(expected["eval_loss"], rel=RTOL)
     assert metrics["train_loss"] == pytest.approx(expected["train_loss"], rel=RTOL)

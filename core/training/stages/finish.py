@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tl.evaluation.collapse import collapse_warning
+from tl.interfaces import HEAD_TOKEN_CLASSIFICATION
 from tl.models.base_model import portable_name
 from tl.models.saved import save_model
 from tl.plugins.events import call_hook
@@ -22,6 +24,7 @@ def finish(ctx: RunContext) -> None:
             "trained": {"dataset": portable_name(config.dataset), "epochs": config.epochs, "seed": config.seed},
         })
     call_hook(ctx.pm, "tl_on_checkpoint_saved", run_dir=ctx.run_dir, path=model_dir)
+    warn_if_collapsed(ctx)
     ctx.metrics = metrics = run_metrics(ctx)
     with finish_write_errors(ctx.run_dir, ctx.run_dir / "metrics.json", config.epochs):
         write_json_atomic(ctx.run_dir / "metrics.json", metrics)
@@ -32,6 +35,15 @@ def finish(ctx: RunContext) -> None:
     except Exception as exc:  # plots are a convenience; never lose a finished run over them
         ctx.say(f"tl: warning: could not write plots ({type(exc).__name__}: {exc})")
     call_hook(ctx.pm, "tl_on_evaluate", run_dir=ctx.run_dir, metrics=metrics)
+
+
+def warn_if_collapsed(ctx: RunContext) -> None:
+    """One warning line (stderr and metrics.json) when the model predicts one class for nearly every
+    evaluation row or never predicts a class (``tl.evaluation.collapse``), saying what to try."""
+    unit = "words" if ctx.task.head_kind == HEAD_TOKEN_CLASSIFICATION else "rows"
+    message = collapse_warning(ctx.epoch_metrics, ctx.labels, unit=unit, config=ctx.config, steps=ctx.total_steps)
+    if message:
+        ctx.warn(message)
 
 
 def run_metrics(ctx: RunContext) -> dict:
@@ -49,6 +61,9 @@ def run_metrics(ctx: RunContext) -> dict:
         # wall-clock time (Unix seconds) when the first optimizer step of this process finished
         "first_step_unix": ctx.first_step_unix,
         "epochs": config.epochs,
+        # --min-steps (epochs raised for a small training set) and --class-weights, as in config.json
+        "min_steps": ctx.resolved.get("min_steps"),
+        "class_weights": ctx.resolved.get("class_weights"),
         "num_train_samples": len(ctx.splits.train),
         "num_eval_samples": len(ctx.splits.eval),
         "labels": list(ctx.labels),

@@ -4,16 +4,19 @@ build the model the plan runs."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 from pathlib import Path
 
 from tl import __version__
+from tl.errors import UsageError
 from tl.interfaces import HeadSpec
 from tl.models.base_model import base_reference
 from tl.training.config import TrainSettings, strategy_of, to_dict
 from tl.training.context import RunContext
 from tl.training.plan import PlanRequest, TrainingPlan, apply_plan, busy_cores, make_plan
 from tl.training.rundir import write_json_atomic
+from tl.training.small_data import balanced_weights, min_steps_epochs, steps_per_epoch
 
 
 def plan(ctx: RunContext) -> None:
@@ -27,11 +30,15 @@ def plan(ctx: RunContext) -> None:
     )
     ctx.plan = make_plan(ctx.probe, ctx.request)
     apply_plan(backend, ctx.plan)
+    small = min_steps(ctx)  # may raise config.epochs
+    config = ctx.config
+    weights = class_weights(ctx)
     ctx.settings = TrainSettings(
         epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
         warmup_ratio=config.warmup_ratio, seed=config.seed, precision=ctx.plan.precision,
         threads=ctx.plan.threads, grad_accum=ctx.plan.grad_accum, loss_scaling=ctx.plan.loss_scaling,
         world_size=world.size, rank=world.rank, replicas=ctx.plan.replicas, strategy=strategy_of(config),
+        class_weights=weights,
     )
     ctx.versions = {"tl": __version__, "python": platform.python_version(), **backend.versions()}
     ctx.resolved = {
@@ -46,11 +53,18 @@ def plan(ctx: RunContext) -> None:
         # where the base's weights are on this machine (tl.json in model/ names the base portably)
         "base_checkpoint": str(Path(ctx.checkpoint).resolve()),
         "versions": ctx.versions,
+        # --min-steps: {min_steps, steps_per_epoch, epochs_asked, epochs} (None without it)
+        "min_steps": small,
+        # --class-weights balanced: the loss weight of each label (None: unweighted)
+        "class_weights": None if weights is None else dict(zip(ctx.labels, (round(w, 6) for w in weights), strict=True)),
     }
     write_json_atomic(ctx.run_dir / "config.json", ctx.resolved)
     ctx.say(f"tl: {ctx.task.name} on {backend.name} | model {config.model} | {len(ctx.splits.train)} train / "
             f"{len(ctx.splits.eval)} eval examples | labels {', '.join(ctx.labels)}")
     announce(ctx, ctx.plan)
+    if weights is not None:
+        ctx.say("tl: class weights (balanced): " + ", ".join(f"{k} {w:.3g}" for k, w in
+                                                             zip(ctx.labels, weights, strict=True)))
     ctx.say(f"tl: run directory {ctx.run_dir}")
     info = {**base_reference(ctx.model_source, config.model), "model_source": ctx.model_source,
             "base_checkpoint": str(ctx.checkpoint)}
@@ -70,10 +84,52 @@ def fit_batch_to_memory(ctx: RunContext) -> None:
     if fitted is None:
         ctx.plan.notes.append(f"--batch-size auto: no memory search on {ctx.plan.device}; "
                               f"using batch {config.batch_size}")
-    ctx.settings = dataclasses.replace(ctx.settings, grad_accum=ctx.plan.grad_accum)
+    if ctx.resolved.get("min_steps"):  # the accumulation changed: the last short batch may count as a step or not
+        ctx.resolved["min_steps"] = min_steps(ctx, ctx.resolved["min_steps"]["epochs_asked"])
+        ctx.resolved["config"] = to_dict(ctx.config)
+    ctx.settings = dataclasses.replace(ctx.settings, grad_accum=ctx.plan.grad_accum, epochs=ctx.config.epochs)
     ctx.resolved["plan"] = ctx.plan.to_dict()
     write_json_atomic(ctx.run_dir / "config.json", ctx.resolved)
     announce(ctx, ctx.plan, "plan (batch-size auto)")
+
+
+def min_steps(ctx: RunContext, asked: int | None = None) -> dict | None:
+    """``--min-steps``: when the asked epochs (``asked``; else the resumed run's, else the config's) make
+    fewer optimizer steps, ``ctx.config`` gets the epochs that make at least that many, with a note in
+    the plan (``tl.training.small_data``). The record for config.json and metrics.json, or None without it."""
+    config, plan = ctx.config, ctx.plan
+    if not config.min_steps:
+        return None
+    per_epoch = steps_per_epoch(len(ctx.train_enc), config.batch_size, plan.grad_accum, ctx.world.size * plan.replicas)
+    asked = asked or _resumed_ask(ctx) or config.epochs
+    epochs = min_steps_epochs(asked, config.min_steps, per_epoch)
+    if epochs != config.epochs:
+        ctx.config = dataclasses.replace(config, epochs=epochs)
+    if epochs > asked:  # shown with the plan, kept in config.json's plan notes
+        plan.notes.append(f"--min-steps {config.min_steps}: {per_epoch} optimizer steps per epoch, so {epochs} "
+                          f"epochs instead of {asked} ({epochs * per_epoch} steps); --epochs N alone trains exactly N")
+    return {"min_steps": config.min_steps, "steps_per_epoch": per_epoch, "epochs_asked": asked, "epochs": epochs}
+
+
+def _resumed_ask(ctx: RunContext) -> int | None:
+    """The epochs the resumed run asked for before ``--min-steps`` raised them (its config.json)."""
+    if ctx.resume_dir is None:
+        return None
+    try:
+        record = json.loads((ctx.run_dir / "config.json").read_text(encoding="utf-8")).get("min_steps")
+        return int(record["epochs_asked"]) if record else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def class_weights(ctx: RunContext) -> tuple[float, ...] | None:
+    """``--class-weights balanced``: the loss weight of each label from the training targets."""
+    if ctx.config.class_weights != "balanced":
+        return None
+    if not ctx.backend.capabilities.class_weights:
+        raise UsageError(f"backend {ctx.backend.name!r} cannot weight the loss by class; drop --class-weights "
+                         "or train with --backend torch or tensorflow")
+    return balanced_weights(ctx.train_enc.labels, len(ctx.labels))
 
 
 def announce(ctx: RunContext, plan: TrainingPlan, title: str = "plan") -> None:
