@@ -75,10 +75,11 @@ def test_collapse_warning_says_what_to_try():
     metrics = {"eval_confusion_matrix": [[640, 0, 0], [270, 0, 0], [90, 0, 0]], "eval_accuracy": 0.64,
                "eval_macro_f1": 0.26}
     line = collapse_warning(metrics, LABELS, config=resolve({}, {}, {}), steps=57)
-    assert "(accuracy 0.640, macro-F1 0.260). Try --class-weights balanced, more optimizer steps" in line
-    assert "this run trained 57" in line and "--lr (this run: 5e-05" in line and "tl tune" in line
+    assert ": accuracy 0.640, macro-F1 0.260. Try --class-weights balanced, more optimizer steps" in line
+    assert "--min-steps 300 or more --epochs; this run trained 57" in line and "--lr (this run: 5e-05" in line and "tl tune" in line
     weighted = collapse_warning(metrics, LABELS, config=resolve({"class_weights": "balanced"}, {}, {}))
     assert "--class-weights" not in weighted  # already used: not suggested again
+    assert "--min-steps 900 or more --epochs; this run trained 450" in collapse_warning(metrics, LABELS, steps=450)
     assert collapse_warning({"eval_confusion_matrix": [[5, 0], [0, 5]]}, ("a", "b")) is None
     assert collapse_warning({}, LABELS) is None  # a task without a confusion matrix
 
