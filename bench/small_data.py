@@ -124,9 +124,10 @@ def machine() -> dict:
 def table(results: list[dict], args: argparse.Namespace, counts: dict) -> str:
     seeds = ", ".join(map(str, args.seeds))
     lines = [
-        f"600 training tweets at 64/27/9% negative/neutral/positive ({counts['train']}), evaluated on 1,000 "
-        f"held-out tweets at the same shares ({counts['eval']}); minilm, max length 64, batch 32, lr 5e-5 unless "
-        f"given, precision {args.precision}, {args.threads} threads, seed(s) {seeds} (medians over seeds). "
+        f"600 training tweets at 64/27/9% negative/neutral/positive ({'/'.join(map(str, counts['train'].values()))}), "
+        f"evaluated on 1,000 held-out tweets at the same shares ({'/'.join(map(str, counts['eval'].values()))}); "
+        f"minilm, max length 64, batch 32, lr 5e-5 unless given, precision {args.precision}, {args.threads} "
+        f"thread(s), seed(s) {seeds} (medians over seeds). "
         "Recall per class negative/neutral/positive; \"collapsed\": tl's end-of-run warning fired.",
         "",
         "| options | backend | epochs | steps | accuracy | macro-F1 | recall neg/neu/pos | collapsed | wall s |",
