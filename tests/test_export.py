@@ -22,7 +22,7 @@ from tl.models.inference import dataset_logits, encode
 from tl.models.saved import load_saved, open_model
 from tl.plugins.registry import get_backend
 
-from conftest import BACKENDS
+from conftest import BACKENDS, slow_on
 from tinybert import synthetic_rows
 
 pytestmark = pytest.mark.skipif(
@@ -36,7 +36,7 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
 
 
-@pytest.mark.parametrize("trained_on", BACKENDS)
+@pytest.mark.parametrize("trained_on", slow_on("tensorflow"))
 def test_export_gives_the_torch_logits_on_held_out_texts(registry, exported, trained_on):
     model_dir, target = exported(trained_on)
     assert sorted(p.name for p in target.iterdir()) == [

@@ -13,6 +13,7 @@ from tl.training.hardware import CpuInfo
 from tl.training.pipeline import run
 from tl.training.plan import Accelerator, PlanRequest, Probe, cpu_probe, make_plan
 
+from conftest import slow_on
 from tinybert import make_checkpoint
 
 PLAIN_CPU = CpuInfo("Old Xeon", "x86_64", 8, 8, ("avx2",), 32.0)
@@ -90,6 +91,7 @@ def test_batch_arithmetic():
         plan(batch_size=32, grad_accum=3)
 
 
+@pytest.mark.parametrize("backend_name", slow_on("tensorflow"))
 def test_gradient_accumulation_keeps_the_result(registry, tmp_path, tiny_data, backend_name):
     """Batch 16 in one step or as 2 x 8 accumulated: the same rows per optimizer step, same numbers."""
     ckpt = make_checkpoint(tmp_path / "nodrop", dropout=0.0)

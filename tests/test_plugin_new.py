@@ -103,6 +103,7 @@ def _venv_with_tl(root: Path) -> Path:
     return python
 
 
+@pytest.mark.slow  # 18 s: a fresh venv and pip install
 def test_skeleton_installs_in_a_fresh_venv_and_passes_its_own_tests(tmp_path):
     out = tl("plugin", "new", "ticket-urgency", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

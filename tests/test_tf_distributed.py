@@ -93,6 +93,7 @@ def run_workers(args: list[str], n: int, tmp_path) -> list[tuple[int, str, str]]
     return results
 
 
+@pytest.mark.slow  # 29 s: a cluster of two worker processes
 def test_two_tensorflow_workers_match_one_process(tmp_path, tiny_data):
     ckpt = make_checkpoint(tmp_path / "ckpt", dropout=0.0)  # dropout masks differ by shard shape
     common = ["--backend", "tensorflow", "--model", str(ckpt), "--dataset", str(tiny_data), "--epochs", "2",

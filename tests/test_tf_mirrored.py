@@ -91,6 +91,7 @@ def result(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # 21 s: two virtual CPU devices; with the multi-worker case in -m slow
 def test_two_mirrored_replicas_match_one_device(tmp_path):
     ckpt = make_checkpoint(tmp_path / "ckpt", dropout=0.0)  # dropout masks differ by shard shape
     data = write_csv(tmp_path / "train.csv", synthetic_rows(400, seed=1))
