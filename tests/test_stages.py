@@ -32,8 +32,8 @@ def test_resolve_finds_task_backend_data_labels_and_makes_the_run_directory(regi
     ctx = _context(registry, tmp_path, tiny_checkpoint, tiny_data)
     resolve(ctx)
     assert ctx.task.name == "sentiment" and ctx.backend.name == "torch" and ctx.world.size == 1
-    assert ctx.labels == ("negative", "positive")
-    assert len(ctx.splits.train) + len(ctx.splits.eval) == 400 and len(ctx.splits.eval) > 0
+    # a local file is streamed: read, split and labelled as the encode stage builds its store
+    assert ctx.streamed and ctx.splits is None and ctx.labels == ()
     assert ctx.tokenizer.truncation == "head+tail" and ctx.checkpoint == tiny_checkpoint
     assert ctx.run_dir == tmp_path / "run" and ctx.run_dir.is_dir()
     assert [p.name for p in ctx.run_dir.iterdir()] == [LOCK_NAME] and ctx.run_lock is not None  # held for the run
@@ -47,6 +47,8 @@ def test_encode_tokenizes_both_splits_and_the_second_run_reads_the_cache(registr
     first = _context(registry, tmp_path, tiny_checkpoint, tiny_data, "a")
     resolve(first)
     encode(first)
+    assert first.labels == ("negative", "positive")
+    assert len(first.splits.train) + len(first.splits.eval) == 400 and len(first.splits.eval) > 0
     assert len(first.train_enc) == len(first.splits.train) and len(first.eval_enc) == len(first.splits.eval)
     assert first.train_enc.lengths.max() <= OPTIONS["max_length"]
     second = _context(registry, tmp_path, tiny_checkpoint, tiny_data, "b")

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from tl.data.ragged import Ragged
+
 #: Sort within windows of this many batches, so batches hold similar lengths but stay random.
 GROUP_WINDOW = 50
 #: The label of a token that is not scored (special tokens, padding, a word's later word pieces), as
@@ -51,13 +53,14 @@ class Batch:
 
 @dataclass
 class Encoded:
-    """A tokenized dataset: ragged ids per row and integer label ids, either one per row (an int64
+    """A tokenized dataset: ragged ids per row (lists of arrays, or ``Ragged`` views of a memory-mapped
+    store: ``tl.data.store``) and integer label ids, either one per row (an int64
     array) or one per token (a list of int64 arrays as long as each row's ids, ``IGNORE_INDEX`` where a
     token is not scored). ``extra`` holds a task's own per-row data (lists or arrays with one entry per
     row, e.g. each token's word index), kept aligned by ``take``."""
 
-    ids: list[np.ndarray]
-    type_ids: list[np.ndarray]
+    ids: list[np.ndarray] | Ragged
+    type_ids: list[np.ndarray] | Ragged
     labels: np.ndarray | list[np.ndarray] | None
     pad_id: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -72,11 +75,13 @@ class Encoded:
     def take(self, rows: Sequence[int] | np.ndarray) -> Encoded:
         """The rows at ``rows``, in that order."""
         rows = np.asarray(rows, dtype=np.int64)
-        return Encoded([self.ids[i] for i in rows], [self.type_ids[i] for i in rows], _pick(self.labels, rows),
+        return Encoded(_pick(self.ids, rows), _pick(self.type_ids, rows), _pick(self.labels, rows),
                        self.pad_id, {k: _pick(v, rows) for k, v in self.extra.items()})
 
     @property
     def lengths(self) -> np.ndarray:
+        if isinstance(self.ids, Ragged):  # a store's rows: from the offsets, without reading the ids
+            return self.ids.lengths
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
 
     def collate(self, rows: Sequence[int], pad_to_multiple_of: int = 8) -> Batch:
@@ -105,6 +110,8 @@ def _pick(values, rows: np.ndarray):
         return None
     if isinstance(values, np.ndarray):
         return values[rows]
+    if isinstance(values, Ragged):
+        return values.take(rows)
     return [values[i] for i in rows]
 
 

@@ -43,6 +43,9 @@ class RunContext:
     #: How many tokens the checkpoint's position table reads (None: unknown).
     max_tokens: int | None = None
     model_source: str = ""
+    #: The data goes through the encoded store (``tl.data.streaming``): ``splits`` and ``labels`` are set
+    #: by the encode stage, not here.
+    streamed: bool = False
     splits: Splits | None = None
     labels: tuple[str, ...] = ()
     tokenizer: Tokenizer | None = None
@@ -57,6 +60,8 @@ class RunContext:
     eval_enc: Encoded | None = None
     tokenize_s: float = 0.0
     tokenize_cached: bool = False
+    #: Private directories this run made (a store built with TL_NO_ENCODE_CACHE), removed when it ends.
+    scratch: list[Path] = field(default_factory=list)
     # plan
     probe: Probe | None = None
     request: PlanRequest | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,3 +68,5 @@ def _release(ctx: RunContext) -> None:
     """Give up the run directory's lock (the process's exit would too; an in-process caller may run again)."""
     if ctx.run_lock is not None:
         ctx.run_lock.release()
+    for path in ctx.scratch:
+        shutil.rmtree(path, ignore_errors=True)

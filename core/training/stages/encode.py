@@ -1,11 +1,18 @@
-"""Stage 2: token ids of both splits, read from the encode cache when an earlier run made them."""
+"""Stage 2: token ids of both splits. A local data file goes through the encoded store (read in chunks,
+encoded once, memory-mapped; its splits and label set are views of it: ``tl.data.streaming``); other
+data is encoded in memory, read from the encode cache when an earlier run made it."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+from pathlib import Path
 
 from tl import __version__
 from tl.data.encode_cache import cached, warn_damaged
+from tl.data.store import warn_damaged as warn_damaged_store
+from tl.data.streaming import file_store, select, writable_root
 from tl.training.context import RunContext
 
 
@@ -18,6 +25,10 @@ def encode(ctx: RunContext) -> None:
     task, tokenizer, labels, max_length = ctx.task, ctx.tokenizer, ctx.labels, ctx.config.max_length
     t0 = time.perf_counter()
     task_id = f"{task.name}:{type(task).__module__}.{type(task).__qualname__}:{__version__}"
+    if ctx.streamed:
+        _streamed(ctx, task_id)
+        ctx.tokenize_s = time.perf_counter() - t0
+        return
     hits = []
     for split in ("train", "eval"):
         examples = getattr(ctx.splits, split)
@@ -28,3 +39,22 @@ def encode(ctx: RunContext) -> None:
         hits.append(hit)
     ctx.tokenize_s = time.perf_counter() - t0
     ctx.tokenize_cached = all(hits)
+
+
+def _streamed(ctx: RunContext, task_id: str) -> None:
+    config = ctx.config
+    if os.environ.get("TL_NO_ENCODE_CACHE"):  # a private store, removed when the run ends
+        root = Path(tempfile.mkdtemp(prefix="tl-store-"))
+        ctx.scratch.append(root)
+    else:
+        root = writable_root()
+    columns = (config.text_column, config.label_column, config.text_pair_column)
+    warn = warn_damaged_store if ctx.world.is_main else None
+    stores = []
+    for name in (config.dataset, config.eval_dataset):
+        if name is not None:
+            stores.append(file_store(Path(name).expanduser(), columns, ctx.task, task_id, ctx.tokenizer,
+                                     config.max_length, root, ctx.say, warn))
+    data = select(config, ctx.task, stores[0][0], stores[1][0] if len(stores) > 1 else None)
+    ctx.train_enc, ctx.eval_enc, ctx.labels, ctx.splits = data.train, data.eval, data.labels, data.splits
+    ctx.tokenize_cached = all(hit for _, hit in stores)
