@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tinybert import synthetic_rows, write_csv
 
 from tl import __version__
 from tl.data.loading import label_space, load_splits
@@ -19,6 +18,8 @@ from tl.data.tables import iter_examples, iter_table
 from tl.data.tokenization import Tokenizer
 from tl.errors import DataError
 from tl.training.config import resolve as resolve_config
+
+from tinybert import synthetic_rows, write_csv
 
 CHUNK = 37  # rows per chunk: every file below spans several record batches
 

@@ -135,19 +135,21 @@ def make_optimizer(model: TensorflowModel, settings: TrainSettings, total: int, 
     return optimizer
 
 
-def collect(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int,
+def collect(train_batches: Callable[[int], Iterable[Batch]], epochs: int, steps_per_epoch: int | Callable[[int], int],
             start_epoch: int = 0, skip: int = 0) -> list[Batch]:
     """Every epoch's micro-batches from ``start_epoch`` on, one epoch after the other, less the first
-    ``skip`` of ``start_epoch`` (already trained before a resume)."""
+    ``skip`` of ``start_epoch`` (already trained before a resume). ``steps_per_epoch``: the micro-batches
+    each epoch must have, or a function of the epoch (``Ledger.micro_batches``: --max-steps cuts the last)."""
     batches: list[Batch] = []
     for epoch in range(start_epoch, epochs):
+        expected = steps_per_epoch(epoch) if callable(steps_per_epoch) else steps_per_epoch
         n = 0
         for b in train_batches(epoch):
             if not (epoch == start_epoch and n < skip):
                 batches.append(b)
             n += 1
-        if n != steps_per_epoch:
-            raise TLError(f"epoch {epoch} had {n} batches, expected steps_per_epoch={steps_per_epoch}")
+        if n != expected:
+            raise TLError(f"epoch {epoch} had {n} batches, expected steps_per_epoch={expected}")
     return batches
 
 
@@ -327,7 +329,7 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
 
     # grouped: one element per replica and optimizer step, a tuple of its ``accum`` micro-batches;
     # a strategy hands a process's consecutive elements to its replicas in turn
-    batches = collect(train_batches, settings.epochs, steps_per_epoch, ledger.start_epoch, ledger.skip)
+    batches = collect(train_batches, settings.epochs, ledger.micro_batches, ledger.start_epoch, ledger.skip)
     report = Report(ledger, first_rows=-(-settings.batch_size // (accum * replicas)))
     retry = OomRetry(callbacks.warn, replicas)  # several replicas: no retry (see OomRetry)
     first_step = ledger.step

@@ -89,6 +89,9 @@ RUN_OPTIONS = (
     click.option("--min-steps", type=click.IntRange(min=1),
                  help="Train at least this many optimizer steps: small datasets get more epochs. Default: "
                       f"{DEFAULT_MIN_STEPS} unless --epochs (or the recipe's epochs) is given."),
+    click.option("--max-steps", type=click.IntRange(min=1),
+                 help="Train exactly this many optimizer steps (the last epoch cut short), overriding --epochs "
+                      "and --min-steps; the learning-rate schedule spans them."),
     click.option("--log-every", type=click.IntRange(min=1),
                  help="Log loss and learning rate (history, TensorBoard, plugins) every N steps. Default: 10."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the framework."),

@@ -76,7 +76,10 @@ def collapse_warning(metrics: dict[str, Any], labels: Sequence[str], *, unit: st
         tries.append("--class-weights balanced")
     steps_note = f"; this run trained {steps}" if steps is not None else ""
     more = max(300, -(-2 * steps // 100) * 100) if steps else 300  # at least twice the steps it trained
-    tries.append(f"more optimizer steps (--min-steps {more} or more --epochs{steps_note})")
+    if getattr(config, "max_steps", None):  # it sets the steps: --min-steps and --epochs would not count
+        tries.append(f"more optimizer steps (--max-steps {more}{steps_note})")
+    else:
+        tries.append(f"more optimizer steps (--min-steps {more} or more --epochs{steps_note})")
     lr = getattr(config, "lr", None)
     tries.append(f"another --lr ({'this run: ' + format(lr, '.3g') + '; ' if lr else ''}e.g. 1e-4 or 2e-5)")
     return (f"{what}{f': {scores}' if scores else ''}. Try {', '.join(tries)}, or search them with tl tune "

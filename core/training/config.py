@@ -70,6 +70,8 @@ class RunConfig:
     #: small datasets train at least this many optimizer steps (more epochs), see ``tl.training.small_data``;
     #: ``resolve`` sets ``DEFAULT_MIN_STEPS`` when neither the CLI nor the recipe gives epochs
     min_steps: int | None = None
+    #: train exactly this many optimizer steps, overriding epochs and min_steps (``tl.training.max_steps``)
+    max_steps: int | None = None
     #: history, TensorBoard and the step hook every N optimizer steps
     log_every: int | None = None
     output: str | None = None
@@ -138,8 +140,10 @@ def resolve(cli: dict[str, Any], recipe: dict[str, Any], task_defaults: dict[str
                 merged[name] = layer[name]
                 break
     config = RunConfig(**merged)
-    if config.min_steps is None and cli.get("epochs") is None and recipe.get("epochs") is None:
+    if config.min_steps is None and config.max_steps is None and cli.get("epochs") is None \
+            and recipe.get("epochs") is None:
         # the epochs are a default, not the user's: a small training set trains at least this many steps
+        # (not with --max-steps, which sets the steps itself)
         config.min_steps = DEFAULT_MIN_STEPS
     validate(config)
     return config
@@ -157,12 +161,12 @@ def validate(config: RunConfig) -> None:
 
     for name in ("epochs", "batch_size", "lr", "max_length", "max_train_samples", "max_eval_samples", "threads",
                  "grad_accum", "save_every", "keep_checkpoints", "layer_lr_decay", "lora_rank", "lora_alpha",
-                 "validation_split", "min_steps", "log_every"):
+                 "validation_split", "min_steps", "max_steps", "log_every"):
         positive(name)
     for name in ("weight_decay", "warmup_ratio", "seed"):
         positive(name, allow_zero=True)
     for name in ("epochs", "batch_size", "max_length", "seed", "max_train_samples", "max_eval_samples", "threads",
-                 "grad_accum", "lora_rank", "min_steps", "log_every"):
+                 "grad_accum", "lora_rank", "min_steps", "max_steps", "log_every"):
         value = getattr(config, name)
         if value is not None and not isinstance(value, int):
             raise UsageError(f"{name.replace('_', '-')} must be an integer, got {value!r}")
@@ -222,3 +226,6 @@ class TrainSettings:
     #: targets): each target's cross-entropy times its label's weight, summed and divided by the step's
     #: targets as without weights. None: unweighted.
     class_weights: tuple[float, ...] | None = None
+    #: ``--max-steps``: the run's optimizer steps (the last epoch cut short after the step that reaches
+    #: it; ``tl.training.max_steps``); None: every step of ``epochs`` epochs.
+    max_steps: int | None = None

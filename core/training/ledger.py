@@ -18,6 +18,7 @@ from tl import faults
 from tl.errors import TrainingInterrupted
 from tl.interfaces import TrainCallbacks
 from tl.training.config import TrainSettings
+from tl.training.max_steps import steps_in_epoch, total_steps
 
 
 class Ledger:
@@ -27,19 +28,26 @@ class Ledger:
         """``micro_per_epoch``: this process's micro-batches per epoch (over its replicas); one
         optimizer step takes ``grad_accum x replicas`` of them. ``save_state(directory)`` writes the
         backend's model, optimizer and RNG state into a checkpoint directory; ``begin_epoch(epoch)``
-        runs before each epoch after the first (per-epoch settings, e.g. gradual unfreezing)."""
+        runs before each epoch after the first (per-epoch settings, e.g. gradual unfreezing).
+        ``settings.max_steps``: the run stops after that many steps, its last epoch cut short
+        (``micro_batches(epoch)``: what the loop gets of each epoch)."""
         self.settings = settings
         self.callbacks = callbacks
         self.save_state = save_state
         self.begin_epoch = begin_epoch
         self.micro_per_step = max(1, settings.grad_accum) * max(1, settings.replicas)
         self.steps_per_epoch = micro_per_epoch // self.micro_per_step  # optimizer steps
-        self.total_steps = self.steps_per_epoch * settings.epochs
+        self.total_steps = total_steps(self.steps_per_epoch, settings.epochs, settings.max_steps)
         self.warmup_steps = int(settings.warmup_ratio * self.total_steps)
         self.step = 0  # optimizer steps done
         self.epoch = 0  # epoch in progress
         self.micro = 0  # micro-batches of that epoch done
         self.loss_sum, self.n_steps = 0.0, 0  # of the epoch in progress
+
+    def micro_batches(self, epoch: int) -> int:
+        """This process's micro-batches of epoch ``epoch``: ``micro_per_epoch`` less what a ``--max-steps``
+        cut leaves out of the last epoch (whole optimizer steps)."""
+        return steps_in_epoch(epoch, self.steps_per_epoch, self.total_steps) * self.micro_per_step
 
     @property
     def start_epoch(self) -> int:
@@ -75,7 +83,7 @@ class Ledger:
         callbacks, checkpointer = self.callbacks, self.callbacks.checkpointer
         callbacks.on_step(self.step, loss, rows)
         stop = callbacks.should_stop()
-        if self.micro >= self.steps_per_epoch * self.micro_per_step:
+        if self.micro >= self.micro_batches(self.epoch):
             self._end_epoch()
         elif checkpointer is not None and (stop or checkpointer.due(self.step)):
             self._save()

@@ -126,7 +126,9 @@ def run_trial(study: Any, params: Sequence[Param], make_config: Callable[[dict[s
             return
         trial.report(float(value), epoch)
         # the last epoch is never pruned: the trial is trained, its score informs the sampler
-        if epoch < (config.epochs or 0) and trial.should_prune():
+        # (with --max-steps the epochs are the plan's: the last is the one that reaches the steps)
+        last = row.get("step", 0) >= config.max_steps if config.max_steps else epoch >= (config.epochs or 0)
+        if not last and trial.should_prune():
             raise RunPruned(f"pruned after epoch {epoch}: validation {metric} {value:.4f}")
 
     try:

@@ -63,6 +63,8 @@ def run_metrics(ctx: RunContext) -> dict:
         "epochs": config.epochs,
         # --min-steps (epochs raised for a small training set) and --class-weights, as in config.json
         "min_steps": ctx.resolved.get("min_steps"),
+        # --max-steps: the optimizer steps asked for (train_steps: those trained; None without it)
+        "max_steps": config.max_steps,
         "class_weights": ctx.resolved.get("class_weights"),
         "num_train_samples": len(ctx.splits.train),
         "num_eval_samples": len(ctx.splits.eval),

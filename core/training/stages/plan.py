@@ -14,6 +14,7 @@ from tl.interfaces import HeadSpec
 from tl.models.base_model import base_reference
 from tl.training.config import TrainSettings, strategy_of, to_dict
 from tl.training.context import RunContext
+from tl.training.max_steps import max_steps_epochs, steps_in_epoch
 from tl.training.plan import PlanRequest, TrainingPlan, apply_plan, busy_cores, make_plan
 from tl.training.rundir import write_json_atomic
 from tl.training.small_data import balanced_weights, min_steps_epochs, steps_per_epoch
@@ -31,6 +32,7 @@ def plan(ctx: RunContext) -> None:
     ctx.plan = make_plan(ctx.probe, ctx.request)
     apply_plan(backend, ctx.plan)
     small = min_steps(ctx)  # may raise config.epochs
+    max_steps(ctx)  # may set config.epochs (--min-steps does not count then)
     config = ctx.config
     weights = class_weights(ctx)
     ctx.settings = TrainSettings(
@@ -38,7 +40,7 @@ def plan(ctx: RunContext) -> None:
         warmup_ratio=config.warmup_ratio, seed=config.seed, precision=ctx.plan.precision,
         threads=ctx.plan.threads, grad_accum=ctx.plan.grad_accum, loss_scaling=ctx.plan.loss_scaling,
         world_size=world.size, rank=world.rank, replicas=ctx.plan.replicas, strategy=strategy_of(config),
-        class_weights=weights,
+        class_weights=weights, max_steps=config.max_steps,
     )
     ctx.versions = {"tl": __version__, "python": platform.python_version(), **backend.versions()}
     ctx.resolved = {
@@ -87,6 +89,9 @@ def fit_batch_to_memory(ctx: RunContext) -> None:
     if ctx.resolved.get("min_steps"):  # the accumulation changed: the last short batch may count as a step or not
         ctx.resolved["min_steps"] = min_steps(ctx, ctx.resolved["min_steps"]["epochs_asked"])
         ctx.resolved["config"] = to_dict(ctx.config)
+    if ctx.config.max_steps:  # so may the steps per epoch, and the epochs that hold --max-steps
+        max_steps(ctx)
+        ctx.resolved["config"] = to_dict(ctx.config)
     ctx.settings = dataclasses.replace(ctx.settings, grad_accum=ctx.plan.grad_accum, epochs=ctx.config.epochs)
     ctx.resolved["plan"] = ctx.plan.to_dict()
     write_json_atomic(ctx.run_dir / "config.json", ctx.resolved)
@@ -98,7 +103,7 @@ def min_steps(ctx: RunContext, asked: int | None = None) -> dict | None:
     fewer optimizer steps, ``ctx.config`` gets the epochs that make at least that many, with a note in
     the plan (``tl.training.small_data``). The record for config.json and metrics.json, or None without it."""
     config, plan = ctx.config, ctx.plan
-    if not config.min_steps:
+    if not config.min_steps or config.max_steps:  # --max-steps sets the steps itself
         return None
     per_epoch = steps_per_epoch(len(ctx.train_enc), config.batch_size, plan.grad_accum, ctx.world.size * plan.replicas)
     asked = asked or _resumed_ask(ctx) or config.epochs
@@ -109,6 +114,25 @@ def min_steps(ctx: RunContext, asked: int | None = None) -> dict | None:
         plan.notes.append(f"--min-steps {config.min_steps}: {per_epoch} optimizer steps per epoch, so {epochs} "
                           f"epochs instead of {asked} ({epochs * per_epoch} steps); --epochs N alone trains exactly N")
     return {"min_steps": config.min_steps, "steps_per_epoch": per_epoch, "epochs_asked": asked, "epochs": epochs}
+
+
+def max_steps(ctx: RunContext) -> None:
+    """``--max-steps N``: ``ctx.config`` gets the epochs that hold N optimizer steps, the last one cut short
+    (``tl.training.max_steps``), with a note in the plan. Unchanged without a step per epoch."""
+    config, plan = ctx.config, ctx.plan
+    if not config.max_steps:
+        return
+    per_epoch = steps_per_epoch(len(ctx.train_enc), config.batch_size, plan.grad_accum, ctx.world.size * plan.replicas)
+    epochs = max_steps_epochs(config.max_steps, per_epoch)
+    if not epochs:
+        return
+    if epochs != config.epochs:
+        ctx.config = dataclasses.replace(config, epochs=epochs)
+    last = steps_in_epoch(epochs - 1, per_epoch, config.max_steps)
+    cut = f", the last cut short after {last} of its {per_epoch}" if last < per_epoch else ""
+    ignored = f"; --min-steps {config.min_steps} ignored" if config.min_steps else ""
+    plan.notes.append(f"--max-steps {config.max_steps}: {per_epoch} optimizer steps per epoch, so {epochs} "
+                      f"epoch{'s' if epochs > 1 else ''}{cut}{ignored}")
 
 
 def _resumed_ask(ctx: RunContext) -> int | None:

@@ -13,6 +13,7 @@ from tl.evaluation.evaluate import evaluate
 from tl.interfaces import TrainCallbacks
 from tl.plugins.events import call_hook
 from tl.training.context import RunContext
+from tl.training.max_steps import steps_in_epoch, total_steps
 from tl.training.progress import Progress
 from tl.training.resume import Checkpointer
 from tl.training.rundir import History
@@ -44,13 +45,19 @@ def train(ctx: RunContext) -> None:
     elif config.save_every:
         ctx.say(f"tl: note: --save-every ignored: backend {backend.name!r} does not write checkpoints yet")
 
-    def order(epoch: int) -> list:
+    def epoch_order(epoch: int) -> list:
         return accumulation_split(train_order(ctx.train_enc.lengths, config.batch_size, config.seed, epoch),
                                   plan.grad_accum, world.size, world.rank, plan.replicas)
 
-    micro_per_epoch = len(order(0))
-    per_epoch = micro_per_epoch // (plan.grad_accum * plan.replicas)  # optimizer steps
-    ctx.total_steps = per_epoch * config.epochs
+    micro_per_epoch = len(epoch_order(0))
+    per_step = plan.grad_accum * plan.replicas  # this process's micro-batches of one optimizer step
+    per_epoch = micro_per_epoch // per_step  # optimizer steps
+    ctx.total_steps = total_steps(per_epoch, config.epochs, config.max_steps)
+
+    def order(epoch: int) -> list:
+        """The epoch's micro-batches; with --max-steps, the last epoch's cut after its last step."""
+        return epoch_order(epoch)[:steps_in_epoch(epoch, per_epoch, ctx.total_steps) * per_step]
+
     ctx.step = resume.step if resume else 0
     progress = Progress(ctx.total_steps, disable=ctx.quiet, initial=resume.step if resume else 0)
     if resume:
