@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
 # the plugins under plugins/ (tasks: pair, multiclass, ner; MLflow tracking: mlflow) are separate distributions, installed like a third party's
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[torch,tensorflow,onnx,export,serve,tune,dev]' -e plugins/pair -e plugins/multiclass -e plugins/ner -e plugins/mlflow
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[torch,tensorflow,onnx,export,serve,tune,hub,dev]' -e plugins/pair -e plugins/multiclass -e plugins/ner -e plugins/mlflow
 export TOKENIZERS_PARALLELISM=false TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"

@@ -207,3 +207,39 @@ def test_processes_starting_together_build_one_store(tmp_path, tiny_checkpoint):
         hits = pool.map(_build_in_process, [(str(root), str(data), str(tiny_checkpoint))] * 2)
     assert sorted(hits) == [False, True]  # one built it; the other waited on the lock and opened it
     assert len([p for p in root.iterdir() if p.is_dir()]) == 1
+
+
+def test_a_hub_dataset_goes_through_the_same_store(registry, tmp_path, tiny_checkpoint, small_chunks, store_dir,
+                                                   monkeypatch):
+    """A hub dataset (``datasets``' Arrow tables; here built locally and handed out by ``load_dataset``,
+    the hub being out of reach) is read split by split in chunks into stores, as its in-memory path reads it."""
+    datasets = pytest.importorskip("datasets")
+    from tl.data.streaming import hub_stores
+
+    def split(rows):
+        return datasets.Dataset.from_dict(
+            {"sentence": [t for t, _ in rows], "label": [int(lab == "positive") for _, lab in rows]},
+            features=datasets.Features({"sentence": datasets.Value("string"),
+                                        "label": datasets.ClassLabel(names=["negative", "positive"])}))
+
+    published = datasets.DatasetDict({"train": split(synthetic_rows(150, seed=11)),
+                                      "validation": split(synthetic_rows(40, seed=12))})
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, *a, **k: asked.append(repo) or published)
+    config = _config(tmp_path, tiny_checkpoint, "someone/reviews", text_column="sentence", max_train_samples=120)
+    train, evaluation, labels, splits = _in_memory(config, registry, tiny_checkpoint)
+    task = registry.get("task", "sentiment")
+    tok = Tokenizer.from_dir(tiny_checkpoint)
+    tok.truncation = "head"
+    (train_store, hit), (eval_store, _), name = hub_stores(
+        "someone/reviews", ("sentence", "label", None), task, _task_id(task), tok, 16, store_root(),
+        lambda _: None, None)
+    assert asked[-1] == "someone/reviews" and name == "validation" and not hit
+    streamed = select(config, task, train_store, eval_store, f"hub splits train / {name}")
+    assert streamed.labels == labels and streamed.splits.split == splits.split == "hub splits train / validation"
+    _same(streamed.train, train)
+    _same(streamed.eval, evaluation)
+    assert len(train_store.ids._parts) == -(-150 // CHUNK)  # read in chunks
+    (_, hit), _, _ = hub_stores("someone/reviews", ("sentence", "label", None), task, _task_id(task), tok, 16,
+                                store_root(), lambda _: None, None)
+    assert hit  # keyed by datasets' own fingerprint of the split

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from tl.data.examples import Examples, Splits
@@ -37,9 +38,9 @@ def snapshot(repo_id: str) -> Path:
     return Path(path)
 
 
-def load_dataset_splits(repo_id: str, text_column: str, label_column: str,
-                        text_pair_column: str | None = None) -> Splits:
-    """Train split + test (or validation) split of a hub dataset."""
+def hub_splits(repo_id: str):
+    """(train split, evaluation split, its name) of a hub dataset: ``datasets`` Arrow tables, memory-mapped
+    from the HF cache; the evaluation split is ``validation``, else ``test``."""
     _require("datasets")
     import datasets
 
@@ -52,19 +53,43 @@ def load_dataset_splits(repo_id: str, text_column: str, label_column: str,
     eval_name = next((s for s in ("validation", "test") if s in ds), None)
     if eval_name is None:
         raise UsageError(f"hub dataset {repo_id!r} has no validation or test split; pass --eval-dataset")
+    return ds["train"], ds[eval_name], eval_name
+
+
+def load_dataset_splits(repo_id: str, text_column: str, label_column: str,
+                        text_pair_column: str | None = None) -> Splits:
+    """Train split + test (or validation) split of a hub dataset, in memory."""
+    train, evaluation, eval_name = hub_splits(repo_id)
     return Splits(
-        _examples(ds["train"], repo_id, text_column, label_column, text_pair_column),
-        _examples(ds[eval_name], repo_id, text_column, label_column, text_pair_column),
+        _examples(train, repo_id, text_column, label_column, text_pair_column),
+        _examples(evaluation, repo_id, text_column, label_column, text_pair_column),
         split=f"hub splits train / {eval_name}",
     )
 
 
-def _examples(split, repo_id: str, text_column: str, label_column: str, pair: str | None) -> Examples:
+def iter_split(split, repo_id: str, text_column: str, label_column: str, pair: str | None,
+               chunk_rows: int) -> Iterator[Examples]:
+    """A hub split's rows as ``Examples`` of at most ``chunk_rows`` rows, read batch by batch from its
+    Arrow table (labels of a ``ClassLabel`` column by name)."""
+    _check_columns(split, repo_id, text_column, label_column, pair)
+    names = getattr(split.features[label_column], "names", None)
+    columns = [c for c in (text_column, label_column, pair) if c is not None]
+    for batch in split.select_columns(columns).iter(batch_size=chunk_rows):
+        labels = [names[v] if names else str(v) for v in batch[label_column]]
+        yield Examples([str(t) for t in batch[text_column]], labels,
+                       [str(t) for t in batch[pair]] if pair else None, source=repo_id)
+
+
+def _check_columns(split, repo_id: str, text_column: str, label_column: str, pair: str | None) -> None:
     for option, column in (("--text-column", text_column), ("--label-column", label_column),
                            ("--text-pair-column", pair)):
         if column is not None and column not in split.column_names:
             raise UsageError(f"column {column!r} not found in hub dataset {repo_id!r}; columns are: "
                              f"{', '.join(split.column_names)}. Pass {option}.")
+
+
+def _examples(split, repo_id: str, text_column: str, label_column: str, pair: str | None) -> Examples:
+    _check_columns(split, repo_id, text_column, label_column, pair)
     feature = split.features[label_column]
     names = getattr(feature, "names", None)
     labels = [names[v] if names else str(v) for v in split[label_column]]

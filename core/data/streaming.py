@@ -14,14 +14,14 @@ import hashlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tl.data.batching import Encoded
-from tl.data.examples import EVAL_FRACTION, SUBSET_SEED, Splits
+from tl.data.examples import EVAL_FRACTION, SUBSET_SEED, Examples, Splits
 from tl.data.store import Store, build, file_digest, held_out, locked, open_store, store_root, why
 from tl.data.tables import file_format, iter_examples
 from tl.errors import DataError
@@ -56,24 +56,41 @@ def local_file(name: str | None) -> Path | None:
     return path if path.is_file() else None
 
 
-def streamable(task: Task, dataset: str, eval_dataset: str | None) -> bool:
-    """Whether this data goes through the store: local table files read by the default reader for a
-    task with one label per text (a task's own reader or labels, e.g. CoNLL for NER, stay in memory)."""
+def hub_dataset(name: str, registry) -> str | None:
+    """The hub id ``name`` resolves to (``tl.assets.resolve``'s order: a local path, then a registered
+    dataset, then the hub), else None."""
+    from tl.assets.resolve import _hub_id, _looks_like_path
+
+    if Path(name).expanduser().exists() or _looks_like_path(name) or name in registry.items["dataset"]:
+        return None
+    return _hub_id(name)
+
+
+def streamable(task: Task, dataset: str, eval_dataset: str | None, registry=None) -> bool:
+    """Whether this data goes through the store: a local table file or a hub dataset, read by the
+    default reader for a task with one label per text (a task's own reader or labels, e.g. CoNLL for
+    NER, and the registered datasets, which are small, stay in memory); ``--eval-dataset``, if given,
+    a local file."""
     kind = type(task)
+    source = local_file(dataset) is not None or (registry is not None and hub_dataset(dataset, registry) is not None)
     return (kind.read is Task.read and kind.observed_labels is Task.observed_labels
-            and task.head_kind == HEAD_SEQUENCE_CLASSIFICATION and local_file(dataset) is not None
+            and task.head_kind == HEAD_SEQUENCE_CLASSIFICATION and source
             and (eval_dataset is None or local_file(eval_dataset) is not None))
+
+
+def _key(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in ("store", *parts):
+        h.update(part.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()[:32]
 
 
 def store_key(task_id: str, tokenizer, max_length: int, path: Path, columns: tuple[str | None, ...],
               digest: str) -> str:
     """Everything a file's store depends on: the task, the tokenizer's serialization, max length and
     truncation, the file's format, columns and content (not its name or time)."""
-    h = hashlib.sha256()
-    for part in ("store", task_id, tokenizer.fingerprint(), str(max_length), tokenizer.truncation,
-                 file_format(path), repr(columns), digest):
-        h.update(part.encode("utf-8", "surrogatepass") + b"\x00")
-    return h.hexdigest()[:32]
+    return _key(task_id, tokenizer.fingerprint(), str(max_length), tokenizer.truncation, file_format(path),
+                repr(columns), digest)
 
 
 def file_store(path: Path, columns: tuple[str, str, str | None], task: Task, task_id: str, tokenizer,
@@ -81,7 +98,36 @@ def file_store(path: Path, columns: tuple[str, str, str | None], task: Task, tas
                warn: Callable[[Path, str], None] | None) -> tuple[Store, bool]:
     """The store of ``path`` (built now unless it exists): (store, whether it existed)."""
     digest = file_digest(path)
-    target = root / store_key(task_id, tokenizer, max_length, path, columns, digest)
+    text, label, pair = columns
+    return _store(root / store_key(task_id, tokenizer, max_length, path, columns, digest),
+                  lambda: iter_examples(path, text, label, pair), path.name, task, tokenizer, max_length,
+                  {"source": str(path), "sha256": digest, "columns": list(columns)}, say, warn)
+
+
+def hub_stores(repo_id: str, columns: tuple[str, str, str | None], task: Task, task_id: str, tokenizer,
+               max_length: int, root: Path, say: Callable[[str], None],
+               warn: Callable[[Path, str], None] | None) -> tuple[tuple[Store, bool], tuple[Store, bool], str]:
+    """The stores of a hub dataset's train and evaluation splits (keyed by ``datasets``' own content
+    fingerprint of each split), and the evaluation split's name."""
+    from tl.assets.hub import hub_splits, iter_split
+    from tl.data.tables import CHUNK_ROWS
+
+    train, evaluation, eval_name = hub_splits(repo_id)
+    out = []
+    for name, split in (("train", train), (eval_name, evaluation)):
+        fingerprint = str(getattr(split, "_fingerprint", "")) or repr((repo_id, name, split.num_rows))
+        key = _key(task_id, tokenizer.fingerprint(), str(max_length), tokenizer.truncation, "hub", repo_id, name,
+                   repr(columns), fingerprint)
+        out.append(_store(root / key, lambda split=split: iter_split(split, repo_id, *columns, CHUNK_ROWS),
+                          f"{repo_id}:{name}", task, tokenizer, max_length,
+                          {"source": repo_id, "split": name, "fingerprint": fingerprint, "columns": list(columns)},
+                          say, warn))
+    return out[0], out[1], eval_name
+
+
+def _store(target: Path, chunks: Callable[[], Iterable[Examples]], shown: str, task: Task, tokenizer,
+           max_length: int, manifest: dict, say: Callable[[str], None],
+           warn: Callable[[Path, str], None] | None) -> tuple[Store, bool]:
     with locked(target):  # one process builds, the others wait and open it
         if target.exists():
             try:
@@ -89,19 +135,16 @@ def file_store(path: Path, columns: tuple[str, str, str | None], task: Task, tas
             except Exception as exc:  # noqa: BLE001 (whatever a damaged file makes Arrow raise)
                 if warn is not None:
                     warn(target, why(exc))
-        text, label, pair = columns
-        t0, shown = time.perf_counter(), [time.perf_counter()]
+        t0, last = time.perf_counter(), [time.perf_counter()]
 
         def progress(texts: int) -> None:
-            if time.perf_counter() - shown[0] >= 10:
-                shown[0] = time.perf_counter()
-                say(f"tl: encoding {path.name}: {texts:,} rows ({texts / (shown[0] - t0):,.0f} rows/s)")
+            if time.perf_counter() - last[0] >= 10:
+                last[0] = time.perf_counter()
+                say(f"tl: encoding {shown}: {texts:,} rows ({texts / (last[0] - t0):,.0f} rows/s)")
 
-        build(target, iter_examples(path, text, label, pair),
-              lambda examples: task.encode(tokenizer, examples, max_length, None),
-              {"source": str(path), "sha256": digest, "columns": list(columns), "task": task_id,
-               "max_length": max_length, "truncation": tokenizer.truncation, "pad_id": tokenizer.pad_id},
-              on_chunk=progress)
+        build(target, chunks(), lambda examples: task.encode(tokenizer, examples, max_length, None),
+              {**manifest, "task": getattr(task, "name", ""), "max_length": max_length,
+               "truncation": tokenizer.truncation, "pad_id": tokenizer.pad_id}, on_chunk=progress)
         return open_store(target), False
 
 
@@ -127,9 +170,10 @@ def _subset(rows: np.ndarray, n: int | None) -> np.ndarray:
     return rows[np.sort(rng.permutation(len(rows))[:n])]
 
 
-def select(config, task: Task, data: Store, eval_store: Store | None) -> StreamedData:
+def select(config, task: Task, data: Store, eval_store: Store | None, presplit: str = "") -> StreamedData:
     """The run's train and evaluation views of the store(s), as ``tl.data.loading.load_splits`` and
-    ``label_space`` would make them (``cached`` left False; the caller knows)."""
+    ``label_space`` would make them (``cached`` left False; the caller knows). ``presplit``: ``data`` is a
+    training split as published (a hub dataset's), not hash-split; its description."""
     source = str(data.manifest.get("source", ""))
     if task.requires_text_pair and config.text_pair_column is None:
         default = task.defaults.get("text_pair_column")
@@ -138,9 +182,11 @@ def select(config, task: Task, data: Store, eval_store: Store | None) -> Streame
     n = data.texts
     is_eval = held_out(data.hash, EVAL_FRACTION)
     kept, out = np.flatnonzero(~is_eval), np.flatnonzero(is_eval)
+    # a local file with a separate eval set trains on all its rows, its hash split's two sides in turn
+    whole = np.arange(n) if presplit else np.concatenate([kept, out])
     eval_from = data
     if config.validation_split:
-        pool = np.concatenate([kept, out]) if eval_store is not None else kept
+        pool = whole if eval_store is not None or presplit else kept
         pool = _subset(pool, config.max_train_samples)
         held = held_out(data.salted[pool], config.validation_split)
         train, evaluation = pool[~held], pool[held]
@@ -151,9 +197,10 @@ def select(config, task: Task, data: Store, eval_store: Store | None) -> Streame
                  "(evaluation split unused)")
         evaluation = _subset(evaluation, config.max_eval_samples)
     elif eval_store is not None:
-        train = _subset(np.concatenate([kept, out]), config.max_train_samples)
+        train = _subset(whole, config.max_train_samples)
         evaluation = _subset(np.arange(eval_store.texts), config.max_eval_samples)
-        eval_from, split = eval_store, f"eval from {config.eval_dataset}"
+        eval_from = eval_store
+        split = f"eval from {config.eval_dataset}" if config.eval_dataset else presplit
     else:
         if not len(kept) or not len(out):
             raise DataError(f"{source} has too few rows ({n}) to hold out {EVAL_FRACTION:.0%} for evaluation; "

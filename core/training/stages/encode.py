@@ -12,7 +12,7 @@ from pathlib import Path
 from tl import __version__
 from tl.data.encode_cache import cached, warn_damaged
 from tl.data.store import warn_damaged as warn_damaged_store
-from tl.data.streaming import file_store, select, writable_root
+from tl.data.streaming import file_store, hub_dataset, hub_stores, select, writable_root
 from tl.training.context import RunContext
 
 
@@ -50,11 +50,18 @@ def _streamed(ctx: RunContext, task_id: str) -> None:
         root = writable_root()
     columns = (config.text_column, config.label_column, config.text_pair_column)
     warn = warn_damaged_store if ctx.world.is_main else None
-    stores = []
-    for name in (config.dataset, config.eval_dataset):
-        if name is not None:
-            stores.append(file_store(Path(name).expanduser(), columns, ctx.task, task_id, ctx.tokenizer,
-                                     config.max_length, root, ctx.say, warn))
-    data = select(config, ctx.task, stores[0][0], stores[1][0] if len(stores) > 1 else None)
+    args = (columns, ctx.task, task_id, ctx.tokenizer, config.max_length, root, ctx.say, warn)
+    repo = hub_dataset(config.dataset, ctx.registry)
+    presplit = ""
+    if repo is not None:  # a hub dataset's published splits, memory-mapped by datasets, encoded into stores
+        train, evaluation, eval_name = hub_stores(repo, *args)
+        stores, presplit = [train], f"hub splits train / {eval_name}"
+        if config.eval_dataset is None:
+            stores.append(evaluation)
+    else:
+        stores = [file_store(Path(config.dataset).expanduser(), *args)]
+    if config.eval_dataset is not None:
+        stores.append(file_store(Path(config.eval_dataset).expanduser(), *args))
+    data = select(config, ctx.task, stores[0][0], stores[1][0] if len(stores) > 1 else None, presplit)
     ctx.train_enc, ctx.eval_enc, ctx.labels, ctx.splits = data.train, data.eval, data.labels, data.splits
     ctx.tokenize_cached = all(hit for _, hit in stores)

@@ -47,7 +47,7 @@ def resolve(ctx: RunContext) -> None:
     if task.head_kind not in family.architectures:
         raise UsageError(f"task {task.name!r} needs a {task.head_kind} head, which model family {family.name!r} "
                          f"does not have (heads: {', '.join(family.heads)})")
-    ctx.streamed = streamable(task, config.dataset, config.eval_dataset)
+    ctx.streamed = streamable(task, config.dataset, config.eval_dataset, ctx.registry)
     if not ctx.streamed:  # a streamed file is read, split and labelled as it is encoded (stage 2)
         ctx.splits = load_splits(config, ctx.registry, task)
         ctx.labels = label_space(task, ctx.splits)
