@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -129,6 +130,8 @@ def _store(target: Path, chunks: Callable[[], Iterable[Examples]], shown: str, t
            max_length: int, manifest: dict, say: Callable[[str], None],
            warn: Callable[[Path, str], None] | None) -> tuple[Store, bool]:
     with locked(target):  # one process builds, the others wait and open it
+        for leftover in target.parent.glob(f".{target.name}-*"):  # a builder killed mid-way (it held the lock)
+            shutil.rmtree(leftover, ignore_errors=True)
         if target.exists():
             try:
                 return open_store(target), True
