@@ -79,6 +79,21 @@ def streamable(task: Task, dataset: str, eval_dataset: str | None, registry=None
             and (eval_dataset is None or local_file(eval_dataset) is not None))
 
 
+def precheck(task: Task, config) -> None:
+    """The errors a user should see before anything else happens (the run directory, the model): a
+    missing file or column, an empty file, a bad row among the first ones, a pair task without a second
+    text. The rest of each file is checked as it is encoded."""
+    if task.requires_text_pair and config.text_pair_column is None:
+        default = task.defaults.get("text_pair_column")
+        raise DataError(f"task {task.name!r} classifies text pairs, but {config.dataset} has no second text; pass "
+                        f"--text-pair-column" + (f" (default: {default})" if default else ""))
+    for name in (config.dataset, config.eval_dataset):
+        path = local_file(name)
+        if path is not None:
+            next(iter_examples(path, config.text_column, config.label_column, config.text_pair_column,
+                               chunk_rows=100), None)
+
+
 def _key(*parts: str) -> str:
     h = hashlib.sha256()
     for part in ("store", *parts):

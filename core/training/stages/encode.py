@@ -17,11 +17,17 @@ from tl.training.context import RunContext
 
 
 def encode(ctx: RunContext) -> None:
-    limit = ctx.max_tokens
+    limit, note = ctx.max_tokens, None
     if limit is not None and ctx.config.max_length > limit:  # longer rows would index past the position table
-        ctx.say(f"tl: --max-length {ctx.config.max_length} is longer than {ctx.config.model} reads; using {limit} "
+        note = (f"tl: --max-length {ctx.config.max_length} is longer than {ctx.config.model} reads; using {limit} "
                 "(its position embeddings, special tokens included)")
         ctx.config.max_length = limit
+    _encode(ctx)
+    if note:  # after the data: a data error stays the only line
+        ctx.say(note)
+
+
+def _encode(ctx: RunContext) -> None:
     task, tokenizer, labels, max_length = ctx.task, ctx.tokenizer, ctx.labels, ctx.config.max_length
     t0 = time.perf_counter()
     task_id = f"{task.name}:{type(task).__module__}.{type(task).__qualname__}:{__version__}"
@@ -63,5 +69,9 @@ def _streamed(ctx: RunContext, task_id: str) -> None:
     if config.eval_dataset is not None:
         stores.append(file_store(Path(config.eval_dataset).expanduser(), *args))
     data = select(config, ctx.task, stores[0][0], stores[1][0] if len(stores) > 1 else None, presplit)
+    for store, hit in stores:
+        ctx.say(f"tl: encoded store {store.path} ({store.texts:,} rows of {store.manifest.get('source')}"
+                f"{', ' + store.manifest['split'] if 'split' in store.manifest else ''}): "
+                f"{'reused' if hit else 'built'}")
     ctx.train_enc, ctx.eval_enc, ctx.labels, ctx.splits = data.train, data.eval, data.labels, data.splits
     ctx.tokenize_cached = all(hit for _, hit in stores)
