@@ -442,7 +442,8 @@ def one_run(args: argparse.Namespace, n: int, data: Path, procs: int, cold: bool
     record |= {
         "first_step_s": round(first - info["launch_unix"], 3) if first else None,
         **{k: m.get(k) for k in ("tokenize_runtime_s", "tokenize_cached", "num_train_samples", "num_eval_samples",
-                                 "eval_accuracy", "train_runtime_s", "train_steps", "world_size")},
+                                 "eval_accuracy", "train_runtime_s", "train_steps", "world_size",
+                                 "data_peak_rss_mib", "peak_rss_mib")},
     }
     rows, size, created = store_info(cache)
     built = created is not None and created >= info["launch_unix"]
@@ -512,25 +513,29 @@ def table(report: dict) -> str:
         f"Synthetic Rotten Tomatoes rows (see bench/scale.py); minilm, torch, max length {MAX_LENGTH}, batch {BATCH}, "
         f"{limit}, --max-eval-samples {s['max_eval']}, {s['threads']} thread(s) per process. Store: cold = tl reads, "
         "splits, tokenizes and writes its store; warm = the store exists. Peak RSS: the largest process "
-        "(getrusage), and each process's peak sampled every 0.2 s. First step: launch to the first optimizer step.",
+        "(getrusage), and each process's peak sampled every 0.2 s; data ready: rank 0's peak RSS when its data was "
+        "read, tokenized and mapped, before the model was built (metrics.json data_peak_rss_mib): what grows with the "
+        "rows, where the rest is the model, its optimizer state and the activations of the longest batch drawn. "
+        "First step: launch to the first optimizer step.",
         "",
-        "| rows | processes | store | wall s | peak RSS MiB (largest) | per process MiB (sampled) | first step s | "
-        "tokenize s | tokenize rows/s | eval acc |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| rows | processes | store | wall s | peak RSS MiB (largest) | per process MiB (sampled) | data ready MiB | "
+        "first step s | tokenize s | tokenize rows/s | eval acc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         head = f"| {r['rows']:,} | {r['procs']} | {r['store']} |"
         if "error" in r:
-            lines.append(f"{head} failed (exit {r.get('rc')}): {r['error'].splitlines()[-1][:100]} | | | | | | |")
+            lines.append(f"{head} failed (exit {r.get('rc')}): {r['error'].splitlines()[-1][:100]} | | | | | | | |")
             continue
         per = ", ".join(f"{p['role']} {p['peak_rss_mib']:.0f}" for p in r["processes"])
         rate = fmt(r.get("tokenize_rows_per_s")) if r["store"] == "cold" else ""
-        lines.append(f"{head} {r['wall_s']:.0f} | {r['max_rss_mib']:.0f} | {per} | {fmt(r.get('first_step_s'), '.1f')} | "
+        lines.append(f"{head} {r['wall_s']:.0f} | {r['max_rss_mib']:.0f} | {per} | {fmt(r.get('data_peak_rss_mib'))} | "
+                     f"{fmt(r.get('first_step_s'), '.1f')} | "
                      f"{fmt(r.get('tokenize_runtime_s'), '.1f')} | {rate} | {fmt(r.get('eval_accuracy'), '.3f')} |")
     lines += [
         "",
         f"Tokenization: Hugging Face tokenizers encode_batch (minilm's tokenizer.json, truncation {MAX_LENGTH}, "
-        f"batches of {BASELINE_BATCH:,}, RAYON_NUM_THREADS={s['threads']}, median of {s['baseline_reps']}) over the "
+        f"batches of {BASELINE_BATCH:,}, every core, median of {s['baseline_reps']}) over the "
         f"first min(N, {BASELINE_ROWS:,}) rows, against tl's cold runs (rows tokenized / tokenize_runtime_s).",
         "",
         "| rows | processes | raw rows/s | raw + .ids rows/s | tl rows/s | rows tl tokenized (from) | raw+.ids / tl |",

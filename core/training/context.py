@@ -60,6 +60,8 @@ class RunContext:
     eval_enc: Encoded | None = None
     tokenize_s: float = 0.0
     tokenize_cached: bool = False
+    #: This process's peak RSS (MiB) when its data was ready.
+    data_peak_rss_mib: float | None = None
     #: Private directories this run made (a store built with TL_NO_ENCODE_CACHE), removed when it ends.
     scratch: list[Path] = field(default_factory=list)
     # plan

@@ -74,3 +74,13 @@ def cpu_info() -> CpuInfo:
         features=tuple(sorted(f for f in CPU_FEATURES if f in flags)),
         memory_gib=round(mem, 1),
     )
+
+
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return round(kib / (1 << 20 if platform.system() == "Darwin" else 1 << 10), 1)

@@ -14,6 +14,7 @@ from tl.data.encode_cache import cached, warn_damaged
 from tl.data.store import warn_damaged as warn_damaged_store
 from tl.data.streaming import file_store, hub_dataset, hub_stores, select, writable_root
 from tl.training.context import RunContext
+from tl.training.hardware import peak_rss_mib
 
 
 def encode(ctx: RunContext) -> None:
@@ -23,6 +24,7 @@ def encode(ctx: RunContext) -> None:
                 "(its position embeddings, special tokens included)")
         ctx.config.max_length = limit
     _encode(ctx)
+    ctx.data_peak_rss_mib = peak_rss_mib()
     if note:  # after the data: a data error stays the only line
         ctx.say(note)
 

@@ -8,6 +8,7 @@ from tl.models.base_model import portable_name
 from tl.models.saved import save_model
 from tl.plugins.events import call_hook
 from tl.training.context import RunContext
+from tl.training.hardware import peak_rss_mib
 from tl.training.resume import finish_write_errors
 from tl.training.rundir import write_json_atomic
 
@@ -58,6 +59,10 @@ def run_metrics(ctx: RunContext) -> dict:
         "eval_runtime_s": round(ctx.eval_s, 3),
         "tokenize_runtime_s": round(ctx.tokenize_s, 3),
         "tokenize_cached": ctx.tokenize_cached,
+        # this process's peak resident memory (MiB) once its data was ready (read, tokenized, mapped) and
+        # at the end (with the model's weights, optimizer state and activations)
+        "data_peak_rss_mib": ctx.data_peak_rss_mib,
+        "peak_rss_mib": peak_rss_mib(),
         # wall-clock time (Unix seconds) when the first optimizer step of this process finished
         "first_step_unix": ctx.first_step_unix,
         "epochs": config.epochs,
