@@ -1,7 +1,7 @@
 """Data at scale (GitHub issue 17): millions of rows in bounded memory, sharded across processes.
 
     .venv/bin/python bench/scale.py [--sizes 200000 1000000 2000000] [--procs 1 2] [--cold-procs 1]
-        [--steps 20] [--max-eval 2000] [--threads 1] [--workdir /tmp/tl-scale] [--out bench/results]
+        [--warm-only] [--steps 20] [--max-eval 2000] [--threads 1] [--workdir /tmp/tl-scale] [--out bench/results]
         [--name scale] [--no-max-steps]
 
 Data (built here, reproducibly, cached in ``--workdir``): ``synthetic-<N>.csv`` (columns ``text,label``,
@@ -383,6 +383,24 @@ def store_info(cache: Path) -> tuple[int | None, int, float | None]:
     return rows, size, created
 
 
+def widest_batches(cache: Path, steps: int, seed: int = 0) -> dict | None:
+    """The token widths of the batches the run's first ``steps`` steps draw (tl's own batch order over the
+    store's training rows, one process): peak memory follows the widest, not the row count."""
+    import numpy as np
+
+    from tl.data.batching import train_order
+    from tl.data.store import held_out, open_store
+
+    stores = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")] if cache.is_dir() else []
+    if len(stores) != 1:
+        return None
+    store = open_store(stores[0])
+    kept = np.flatnonzero(~held_out(store.hash, 0.2))
+    lengths = store.ids.lengths[kept]
+    widths = [int(lengths[b].max()) for b in train_order(lengths, BATCH, seed, 0)[:steps]]
+    return {"widest": max(widths), "mean": round(float(np.mean(widths)), 1)}
+
+
 def tl_command(args: argparse.Namespace, data: Path, out: Path, procs: int) -> list[str]:
     cmd = [str(Path(sys.executable).parent / "tl"), "run", "--dataset", str(data), "--model", "minilm",
            "--backend", "torch", "--max-length", str(MAX_LENGTH), "--batch-size", str(BATCH)]
@@ -448,6 +466,9 @@ def one_run(args: argparse.Namespace, n: int, data: Path, procs: int, cold: bool
     rows, size, created = store_info(cache)
     built = created is not None and created >= info["launch_unix"]
     record |= {"store_rows": rows, "store_bytes": size, "store_built_this_run": built}
+    if procs == 1 and not args.no_max_steps:
+        with contextlib.suppress(Exception):  # a measurement aid only
+            record["batch_widths"] = widest_batches(cache, args.steps)  # tl run's default seed, 0
     if cold:
         explicit = next((m[k] for k in ("tokenize_rows", "tokenized_rows", "num_tokenized") if m.get(k)), None)
         split_rows = (m.get("num_train_samples") or 0) + (m.get("num_eval_samples") or 0)
@@ -470,6 +491,8 @@ def one_run(args: argparse.Namespace, n: int, data: Path, procs: int, cold: bool
 def plan(args: argparse.Namespace) -> list[tuple[int, bool]]:
     """(processes, cold) in run order for one size."""
     first, others = args.procs[0], args.procs[1:]
+    if args.warm_only:  # the stores of an earlier invocation, in the same --workdir
+        return [(p, False) for p in args.procs]
     return ([(first, True), (first, False)] + [(p, False) for p in others]
             + [(p, True) for p in others if p in args.cold_procs])
 
@@ -519,17 +542,18 @@ def table(report: dict) -> str:
         "First step: launch to the first optimizer step.",
         "",
         "| rows | processes | store | wall s | peak RSS MiB (largest) | per process MiB (sampled) | data ready MiB | "
-        "first step s | tokenize s | tokenize rows/s | eval acc |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "widest batch (tokens) | first step s | tokenize s | tokenize rows/s | eval acc |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         head = f"| {r['rows']:,} | {r['procs']} | {r['store']} |"
         if "error" in r:
-            lines.append(f"{head} failed (exit {r.get('rc')}): {r['error'].splitlines()[-1][:100]} | | | | | | | |")
+            lines.append(f"{head} failed (exit {r.get('rc')}): {r['error'].splitlines()[-1][:100]} | | | | | | | | |")
             continue
         per = ", ".join(f"{p['role']} {p['peak_rss_mib']:.0f}" for p in r["processes"])
         rate = fmt(r.get("tokenize_rows_per_s")) if r["store"] == "cold" else ""
         lines.append(f"{head} {r['wall_s']:.0f} | {r['max_rss_mib']:.0f} | {per} | {fmt(r.get('data_peak_rss_mib'))} | "
+                     f"{(r.get('batch_widths') or {}).get('widest', '')} | "
                      f"{fmt(r.get('first_step_s'), '.1f')} | "
                      f"{fmt(r.get('tokenize_runtime_s'), '.1f')} | {rate} | {fmt(r.get('eval_accuracy'), '.3f')} |")
     lines += [
@@ -573,6 +597,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", type=int, default=[200_000, 1_000_000, 2_000_000])
     p.add_argument("--procs", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--warm-only", action="store_true",
+                   help="only warm runs, on the stores an earlier invocation left in --workdir (no baseline)")
     p.add_argument("--cold-procs", nargs="+", type=int, default=[1],
                    help="process counts that also get a cold run after the warm ones (the first of --procs always does)")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps (--max-steps; default 20)")
@@ -608,6 +634,8 @@ def main() -> None:
     by_rows: dict[int, dict] = {}
     for n in sizes:
         rows = min(n, BASELINE_ROWS)
+        if args.warm_only:
+            continue
         if rows not in by_rows:
             by_rows[rows] = baseline(Path(data[n]["path"]), rows, args.baseline_reps, args.threads, tokenizer_json)
             print(json.dumps({"baseline_rows": rows} | by_rows[rows]), flush=True)

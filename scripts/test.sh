@@ -12,4 +12,5 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[torch,tensorflow,onnx,export,serve,tune,hub,dev]' -e plugins/pair -e plugins/multiclass -e plugins/ner -e plugins/mlflow
 export TOKENIZERS_PARALLELISM=false TF_CPP_MIN_LOG_LEVEL=2
 .venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+# two workers, each test file whole on one of them (session fixtures are built once per worker)
+.venv/bin/python -m pytest -n "${TL_TEST_WORKERS:-2}" --dist loadfile "$@"
