@@ -112,8 +112,8 @@ def _load(path: Path) -> Encoded:
     return Encoded(ids_rows, type_rows, labels, int(pad_id), extra)
 
 
-def _why(exc: BaseException) -> str:
-    """Why an entry could not be read, in a few words."""
+def why(exc: BaseException) -> str:
+    """Why an entry (or an encoded store: ``tl.data.store``) could not be read, in a few words."""
     if isinstance(exc, Damaged):
         return str(exc)
     if isinstance(exc, IsADirectoryError):
@@ -152,7 +152,7 @@ def cached(task_name: str, tokenizer, examples, max_length: int, labels: tuple[s
             pass  # removed since (another process replacing it): a miss
         except Exception as exc:  # noqa: BLE001 (whatever a damaged file makes numpy or zipfile raise)
             if warn is not None:
-                warn(path, _why(exc))
+                warn(path, why(exc))
     enc = encode()
     if _cacheable(enc):
         with contextlib.suppress(OSError):  # a read-only cache only costs the time to tokenize again

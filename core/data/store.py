@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 
 from tl.data.batching import Encoded
+from tl.data.encode_cache import Damaged as CacheDamaged
 from tl.data.examples import VALIDATION_SALT, Examples
 from tl.data.ragged import Ragged
+from tl.files import replace_dir
 
 #: 1: tokens/rows/texts.arrow and manifest.json
 FORMAT = 1
@@ -69,8 +71,8 @@ def held_out(hashes: np.ndarray, fraction: float) -> np.ndarray:
     return hashes.astype(np.float64) / 2.0**64 < fraction
 
 
-class Damaged(ValueError):
-    """A store that cannot be what its name says; the message says why."""
+class Damaged(CacheDamaged):
+    """A store that cannot be what its name says; the message says why (``why`` shows it as it is)."""
 
 
 @dataclass
@@ -247,20 +249,13 @@ def build(path: Path, chunks: Iterable[Examples], encode: Callable[[Examples], E
             if on_chunk is not None:
                 on_chunk(writer.texts)
         writer.close({**manifest, "key": path.name, "created_unix": round(time.time(), 3)})
-        if path.exists() or path.is_symlink():  # a damaged store being replaced
-            _remove(path)
-        os.rename(tmp, path)
+        if path.is_symlink() or path.is_file():  # a file in a damaged store's place
+            path.unlink()
+        replace_dir(tmp, path)  # a damaged store is moved aside and removed once this one is in place
     except BaseException:
         writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -278,23 +273,6 @@ def locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def why(exc: BaseException) -> str:
-    """Why a store could not be opened, in a few words."""
-    if isinstance(exc, Damaged):
-        return str(exc)
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:120]}" if text else type(exc).__name__
-
-
 def warn_damaged(path: Path, reason: str) -> None:
     print(f"tl: warning: the encoded store {path} is damaged ({reason}); encoding again", file=sys.stderr,
           flush=True)
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (a store of a file is keyed by its content, not its name or time)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -22,10 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from tl.data.batching import Encoded
+from tl.data.encode_cache import why
 from tl.data.examples import EVAL_FRACTION, SUBSET_SEED, Examples, Splits
-from tl.data.store import Store, build, file_digest, held_out, locked, open_store, store_root, why
+from tl.data.loading import require_pairs
+from tl.data.store import Store, build, held_out, locked, open_store, store_root
 from tl.data.tables import file_format, iter_examples
 from tl.errors import DataError
+from tl.files import sha256_file
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, Task
 
 
@@ -79,21 +82,6 @@ def streamable(task: Task, dataset: str, eval_dataset: str | None, registry=None
             and (eval_dataset is None or local_file(eval_dataset) is not None))
 
 
-def precheck(task: Task, config) -> None:
-    """The errors a user should see before anything else happens (the run directory, the model): a
-    missing file or column, an empty file, a bad row among the first ones, a pair task without a second
-    text. The rest of each file is checked as it is encoded."""
-    if task.requires_text_pair and config.text_pair_column is None:
-        default = task.defaults.get("text_pair_column")
-        raise DataError(f"task {task.name!r} classifies text pairs, but {config.dataset} has no second text; pass "
-                        f"--text-pair-column" + (f" (default: {default})" if default else ""))
-    for name in (config.dataset, config.eval_dataset):
-        path = local_file(name)
-        if path is not None:
-            next(iter_examples(path, config.text_column, config.label_column, config.text_pair_column,
-                               chunk_rows=100), None)
-
-
 def _key(*parts: str) -> str:
     h = hashlib.sha256()
     for part in ("store", *parts):
@@ -113,7 +101,7 @@ def file_store(path: Path, columns: tuple[str, str, str | None], task: Task, tas
                max_length: int, root: Path, say: Callable[[str], None],
                warn: Callable[[Path, str], None] | None) -> tuple[Store, bool]:
     """The store of ``path`` (built now unless it exists): (store, whether it existed)."""
-    digest = file_digest(path)
+    digest = sha256_file(path)
     text, label, pair = columns
     return _store(root / store_key(task_id, tokenizer, max_length, path, columns, digest),
                   lambda: iter_examples(path, text, label, pair), path.name, task, tokenizer, max_length,
@@ -160,7 +148,11 @@ def _store(target: Path, chunks: Callable[[], Iterable[Examples]], shown: str, t
                 last[0] = time.perf_counter()
                 say(f"tl: encoding {shown}: {texts:,} rows ({texts / (last[0] - t0):,.0f} rows/s)")
 
-        build(target, chunks(), lambda examples: task.encode(tokenizer, examples, max_length, None),
+        def encode(examples: Examples) -> Encoded:
+            require_pairs(task, examples)  # a pair task's data without a second text: refused at the first chunk
+            return task.encode(tokenizer, examples, max_length, None)
+
+        build(target, chunks(), encode,
               {**manifest, "task": getattr(task, "name", ""), "max_length": max_length,
                "truncation": tokenizer.truncation, "pad_id": tokenizer.pad_id}, on_chunk=progress)
         return open_store(target), False
@@ -193,10 +185,6 @@ def select(config, task: Task, data: Store, eval_store: Store | None, presplit: 
     ``label_space`` would make them (``cached`` left False; the caller knows). ``presplit``: ``data`` is a
     training split as published (a hub dataset's), not hash-split; its description."""
     source = str(data.manifest.get("source", ""))
-    if task.requires_text_pair and config.text_pair_column is None:
-        default = task.defaults.get("text_pair_column")
-        raise DataError(f"task {task.name!r} classifies text pairs, but {source} has no second text; pass "
-                        f"--text-pair-column" + (f" (default: {default})" if default else ""))
     n = data.texts
     is_eval = held_out(data.hash, EVAL_FRACTION)
     kept, out = np.flatnonzero(~is_eval), np.flatnonzero(is_eval)

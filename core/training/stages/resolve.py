@@ -8,7 +8,7 @@ from pathlib import Path
 from tl.assets.resolve import resolve_model
 from tl.assets.wheels import tl_home
 from tl.data.loading import label_space, load_splits
-from tl.data.streaming import precheck, streamable
+from tl.data.streaming import streamable
 from tl.data.tokenization import Tokenizer
 from tl.errors import UsageError
 from tl.models.hf_checkpoint import checkpoint_family, convert_pickled, validate_checkpoint
@@ -48,9 +48,7 @@ def resolve(ctx: RunContext) -> None:
         raise UsageError(f"task {task.name!r} needs a {task.head_kind} head, which model family {family.name!r} "
                          f"does not have (heads: {', '.join(family.heads)})")
     ctx.streamed = streamable(task, config.dataset, config.eval_dataset, ctx.registry)
-    if ctx.streamed:  # read, split and labelled as it is encoded (stage 2); its first rows checked now
-        precheck(task, config)
-    else:
+    if not ctx.streamed:  # a streamed file is read, checked, split and labelled as it is encoded (stage 2)
         ctx.splits = load_splits(config, ctx.registry, task)
         ctx.labels = label_space(task, ctx.splits)
     ctx.tokenizer = Tokenizer.from_dir(checkpoint)
