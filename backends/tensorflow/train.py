@@ -95,11 +95,60 @@ class TLAdamW(keras.optimizers.Adam):
         return super().apply(grads, trainable_variables)
 
     def update_step(self, gradient, variable, learning_rate):
+        """One variable's update (Keras' per-variable path: several replicas)."""
         i = self._index[self._var_key(variable)]
-        lr = tf.cast(learning_rate, variable.dtype) * tf.cast(self.lr_factors[i], variable.dtype)
+        dtype = variable.dtype
+        powers = self._beta_powers(dtype)
+        self._apply_one(gradient, variable, tf.cast(learning_rate, dtype) * tf.cast(self.lr_factors[i], dtype), i,
+                        *powers)
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        """Every variable's update, with the step's scalars (bias corrections, each variable's rate)
+        computed once rather than per variable: a third of the ops the step function traces for the
+        optimizer (tracing is the first step's cost). Under a tf.distribute strategy, Keras' own path
+        (``update_step`` per variable in the strategy's update context)."""
+        if tf.distribute.has_strategy():
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        powers = self._beta_powers(tf.float32)
+        rates = tf.unstack(tf.cast(learning_rate, tf.float32) * self.lr_factors)
+        for gradient, variable in zip(grads, trainable_variables, strict=True):
+            i = self._index[self._var_key(variable)]
+            dtype = variable.dtype
+            if dtype == tf.float32:
+                self._apply_one(gradient, variable, rates[i], i, *powers)
+            else:
+                self._apply_one(gradient, variable, tf.cast(rates[i], dtype), i, *self._beta_powers(dtype))
+
+    def _beta_powers(self, dtype):
+        step = tf.cast(self.iterations + 1, dtype)
+        return tf.pow(tf.cast(self.beta_1, dtype), step), tf.pow(tf.cast(self.beta_2, dtype), step)
+
+    def _apply_one(self, gradient, variable, lr, i: int, beta1_power, beta2_power) -> None:
+        """Decoupled weight decay, then Adam in TensorFlow's fused kernel (``ResourceApplyAdam``: one
+        pass over the variable and its two slots, where Keras' Adam runs ten element-wise ops, each a
+        pass over memory; the same formula, ``lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``).
+        It took the optimizer from 11% of MiniLM's fp32 step on CPU to 2% (``bench/profile_step.py``)."""
+        dtype = variable.dtype
         if self._decays[i] and self.weight_decay_rate:
-            variable.assign_sub(variable * tf.cast(self.weight_decay_rate, variable.dtype) * lr)
-        super().update_step(gradient, variable, lr)
+            variable.assign_sub(variable * (tf.cast(self.weight_decay_rate, dtype) * lr))
+        if isinstance(gradient, tf.IndexedSlices):  # not from tl's train steps (they densify)
+            super().update_step(gradient, variable, lr)
+            return
+        slot = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[slot].handle, v=self._velocities[slot].handle,
+            beta1_power=beta1_power, beta2_power=beta2_power, lr=lr, beta1=tf.cast(self.beta_1, dtype),
+            beta2=tf.cast(self.beta_2, dtype), epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype),
+            use_locking=False)
+
+    def _clip_gradients(self, grads):
+        """Clipping by global norm with ``tf.clip_by_global_norm`` (one fused ``L2Loss`` per tensor
+        for the norm, where Keras squares each gradient into a new tensor and then sums it)."""
+        if not (self.global_clipnorm and self.global_clipnorm > 0):
+            return super()._clip_gradients(grads)
+        present = [g for g in grads if g is not None]
+        clipped = iter(tf.clip_by_global_norm(present, self.global_clipnorm)[0])
+        return [None if g is None else next(clipped) for g in grads]
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         if self.gradients_presummed:
