@@ -552,6 +552,20 @@ def test_keras_on_another_backend_is_refused():
     assert "refused:" in result.stdout and "'torch' backend" in result.stdout
 
 
+def test_onednn_is_on_unless_the_user_chose():
+    """activate() turns TensorFlow's oneDNN kernels on before TensorFlow is imported (TensorFlow reads
+    the variable once, at import), and leaves a value the user set alone."""
+    code = ("import os, sys\nfrom tl_tensorflow.runtime import activate\nactivate()\n"
+            "print('tensorflow' in sys.modules, os.environ['TF_ENABLE_ONEDNN_OPTS'])")
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.split() == ["True", "1"]
+    chosen = _run(code, TF_ENABLE_ONEDNN_OPTS="0")
+    assert chosen.returncode == 0, chosen.stderr
+    assert chosen.stdout.split() == ["True", "0"]
+
+
 def test_importing_the_backend_changes_nothing_until_it_is_used():
     """Keras' backend is selected (and TensorFlow imported) when the backend is first used, not on import."""
     code = (
