@@ -4,7 +4,8 @@
 
 Matched settings everywhere: model ``minilm`` (the MiniLM-L6-H384 BERT tl pulls), dataset
 ``rotten_tomatoes``, max length 128, batch 32, AdamW at lr 1e-4 with a linear schedule (10% warm-up),
-the same precision (``--precision``, bf16 by default), the same number of optimizer steps
+the same precision (``--precision``; ``auto``, the default: bf16 where the CPU has bf16 instructions
+(AVX-512 BF16 or AMX), else fp32 — on AVX2 alone torch's bf16 matmuls run at under 1 GFLOP/s), the same number of optimizer steps
 (``--steps``; ``--full``: one epoch of the whole training split), the same threads, seed 0. The
 reference scripts train and evaluate on exactly the examples tl uses (tl's sha256 held-out split and
 fixed subsets, exported through tl's own Python API).
@@ -12,16 +13,18 @@ fixed subsets, exported through tl's own Python API).
 Sections (``--only``):
   train-torch  tl run --backend torch | transformers.Trainer script | classic padded-to-128 torch loop
   train-tf     tl run --backend tensorflow | KerasHub BertTextClassifier.fit script
+  backends     tl run --backend torch | tl run --backend tensorflow (not in the default set: the two train
+               sections run both; this is the pair alone, for the TensorFlow / torch ratio)
   tokenize     tl's tokenizer | transformers one text at a time | transformers batched | KerasHub on tf.data
   predict      tl predict --input (torch, tensorflow) | transformers pipeline (batch 1 and 64)
   startup      tl --help, tl plugins (time to first training step comes from the train sections)
-  peak         dense GEMM peak of torch and TensorFlow, fp32 and bf16 (for MFU; bench/flops.py)
+  peak         dense GEMM peak of torch and TensorFlow at the run's precision (for MFU; bench/flops.py)
 
 Every run is its own process, wrapped in a fresh helper (bench/measure.py) that records its wall time
 and peak RSS, with ``--threads`` passed as an option where there is one and always as OMP_NUM_THREADS,
 TF_NUM_INTRAOP_THREADS, TF_NUM_INTEROP_THREADS and RAYON_NUM_THREADS. Repeats interleave the variants (rotating their order) so machine noise hits them alike.
 Writes bench/results/compare.json (medians, every raw sample, ratios, machine, exact commands) and
-bench/results/compare.md.
+bench/results/compare.md (``--out DIR --name NAME``: DIR/NAME.json and DIR/NAME.md).
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ sys.path.insert(0, str(BENCH))
 import flops  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ("startup", "tokenize", "peak", "train-torch", "train-tf", "predict")
+SECTIONS = ("startup", "tokenize", "peak", "train-torch", "train-tf", "backends", "predict")
+DEFAULT_SECTIONS = tuple(s for s in SECTIONS if s != "backends")
 PACKAGES = ("tl", "torch", "transformers", "accelerate", "tokenizers", "tensorflow", "keras", "keras-hub")
 
 
@@ -309,10 +313,12 @@ def variants(ctx: Ctx, section: str) -> dict[str, Callable[[int], dict]]:
     if section == "train-tf":
         return {"tl (tensorflow)": tl_train(ctx, "tensorflow"),
                 "KerasHub fit": reference_train(ctx, "KerasHub fit", "kerashub_fit.py")}
+    if section == "backends":
+        return {"tl (torch)": tl_train(ctx, "torch"), "tl (tensorflow)": tl_train(ctx, "tensorflow")}
     if section == "tokenize":
         return {f"tokenize {v}": tokenize_variant(ctx, v) for v in ("tl", "hf-loop", "hf-batch", "kerashub")}
     if section == "peak":
-        return {f"{fw} {dt}": peak_variant(ctx, fw, dt) for fw in ("torch", "tensorflow") for dt in ("fp32", "bf16")}
+        return {f"{fw} {ctx.precision}": peak_variant(ctx, fw, ctx.precision) for fw in ("torch", "tensorflow")}
     if section == "predict":
         return {n: predict_variant(ctx, n) for n in ("tl predict (torch)", "tl predict (tensorflow)",
                                                       "pipeline (batch 1)", "pipeline (batch 64)")}
@@ -337,8 +343,9 @@ def add_mfu(ctx: Ctx, results: dict) -> dict:
     best = max((v for k, v in peaks.items() if k.endswith(dtype) and v), default=None)
     useful = flops.useful_flops(cfg, ctx.tl_lengths)
     out = {}
-    for section, framework in (("train-torch", "torch"), ("train-tf", "tensorflow")):
+    for section in ("train-torch", "train-tf", "backends"):
         for name, v in results.get(section, {}).get("variants", {}).items():
+            framework = "tensorflow" if section == "train-tf" or "tensorflow" in name else "torch"
             ok = [s for s in v["samples"] if "error" not in s]
             if not ok:
                 continue
@@ -362,7 +369,7 @@ def add_mfu(ctx: Ctx, results: dict) -> dict:
                 entry.update({"peak_flops": peak, "peak_of": f"{framework} {dtype}", "mfu": computed / runtime / peak,
                               "useful_mfu": useful / runtime / peak, "best_peak_flops": best,
                               "mfu_vs_best_peak": computed / runtime / best})
-            out[name] = entry
+            out[f"{section}: {name}"] = entry
     return out
 
 
@@ -370,6 +377,7 @@ RATIOS = {  # (section, numerator, denominator, metric)
     "tl/Trainer samples/s": ("train-torch", "tl (torch)", "transformers Trainer", "samples_per_second"),
     "tl/classic samples/s": ("train-torch", "tl (torch)", "classic padded loop", "samples_per_second"),
     "tl tf/KerasHub samples/s": ("train-tf", "tl (tensorflow)", "KerasHub fit", "samples_per_second"),
+    "tl tf/tl torch samples/s": ("backends", "tl (tensorflow)", "tl (torch)", "samples_per_second"),
     "tl/hf-loop tokenize": ("tokenize", "tokenize tl", "tokenize hf-loop", "texts_per_second"),
     "tl/hf-batch tokenize": ("tokenize", "tokenize tl", "tokenize hf-batch", "texts_per_second"),
     "tl/kerashub tokenize": ("tokenize", "tokenize tl", "tokenize kerashub", "texts_per_second"),
@@ -384,6 +392,7 @@ DELTAS = {  # accuracy differences in points
     "tl - Trainer accuracy (points)": ("train-torch", "tl (torch)", "transformers Trainer"),
     "tl - classic accuracy (points)": ("train-torch", "tl (torch)", "classic padded loop"),
     "tl tf - KerasHub accuracy (points)": ("train-tf", "tl (tensorflow)", "KerasHub fit"),
+    "tl tf - tl torch accuracy (points)": ("backends", "tl (tensorflow)", "tl (torch)"),
 }
 
 
@@ -397,11 +406,23 @@ def ratios(results: dict) -> dict[str, float]:
         x, y = med(section, a, key), med(section, b, key)
         if x and y:
             out[label] = round(x / y, 3)
+    if "tl tf/tl torch samples/s" not in out:  # the two train sections ran instead of "backends"
+        x, y = med("train-tf", "tl (tensorflow)", "samples_per_second"), med("train-torch", "tl (torch)",
+                                                                             "samples_per_second")
+        if x and y:
+            out["tl tf/tl torch samples/s"] = round(x / y, 3)
     for label, (section, a, b) in DELTAS.items():
         x, y = med(section, a, "eval_accuracy"), med(section, b, "eval_accuracy")
         if x is not None and y is not None:
             out[label] = round(100 * (x - y), 2)
     return out
+
+
+def auto_precision() -> str:
+    """bf16 where it is fast: a GPU, or a CPU with bf16 matmul instructions; else fp32."""
+    flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                  if ln.startswith("flags")), [])
+    return "bf16" if shutil.which("nvidia-smi") or {"avx512_bf16", "amx_bf16"} & set(flags) else "fp32"
 
 
 def machine_info() -> dict[str, Any]:
@@ -434,18 +455,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60, help="optimizer steps of batch 32 (default 60)")
     p.add_argument("--eval-samples", type=int, default=500, help="held-out examples scored (default 500)")
     p.add_argument("--full", action="store_true", help="the whole training split (1 epoch) and held-out split")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                   help="auto: bf16 on a CPU with AVX-512 BF16 or AMX (or a GPU), else fp32")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--predict-texts", type=int, default=1000, help="N for the N / 2N prediction runs")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS))
     p.add_argument("--out", type=Path, default=BENCH / "results")
+    p.add_argument("--name", default="compare", help="results file stem: OUT/NAME.json and OUT/NAME.md")
     p.add_argument("--nice", type=int, default=0,
                    help="add this to the scheduling priority of every run (e.g. -10, as root, on a shared machine)")
     p.add_argument("--keep-work", action="store_true", help="keep run logs and data under OUT/work")
     a = p.parse_args()
+    if a.precision == "auto":
+        a.precision = auto_precision()
     if a.nice:
         os.nice(a.nice)  # inherited by every run
-    work = a.out / "work"
+    work = a.out / f"work-{a.name}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ctx = Ctx(work=work, threads=a.threads, precision=a.precision, lr=1e-4, seed=0,
@@ -493,9 +518,9 @@ def main() -> None:
         "mfu": add_mfu(ctx, results),
     }
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "compare.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (a.out / f"{a.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
     md_text = report.markdown(summary)
-    (a.out / "compare.md").write_text(md_text)
+    (a.out / f"{a.name}.md").write_text(md_text)
     print(md_text)
     if not a.keep_work:
         shutil.rmtree(work, ignore_errors=True)

@@ -37,17 +37,21 @@ def training_table(summary: dict, section: str, baseline: str) -> list[str]:
         return []
     settings = summary["settings"]
     base = vs.get(baseline, {}).get("median", {})
-    lines = [f"**Training, {'torch' if section == 'train-torch' else 'TensorFlow'}** — {settings['steps']} steps × "
+    title = {"train-torch": "torch", "train-tf": "TensorFlow", "backends": "tl on torch and on TensorFlow"}[section]
+    lines = [f"**Training, {title}** — {settings['steps']} steps × "
              f"batch 32 ({settings['train_samples']} samples), {settings['precision']}, {settings['threads']} threads, "
              f"held-out accuracy on {settings['eval_samples']} examples; median of {settings['repeats']}:", "",
-             "| variant | samples/s | tl ÷ variant | held-out accuracy | tl − variant (points) | time to first step | "
+             f"| variant | samples/s | {'÷ tl (torch)' if section == 'backends' else 'tl ÷ variant'} | held-out "
+             f"accuracy | {'torch − variant' if section == 'backends' else 'tl − variant'} (points) | time to first step | "
              "peak RSS | padded tokens / sample | MFU (useful) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, v in vs.items():
         m = v["median"]
-        mfu = summary["mfu"].get(name, {})
+        mfu = summary["mfu"].get(f"{section}: {name}", {})
         speed = base.get("samples_per_second") / m["samples_per_second"] if m.get("samples_per_second") and \
             base.get("samples_per_second") else None
+        if section == "backends" and speed:  # this table's ratio is the variant's over torch's
+            speed = 1 / speed
         delta = 100 * (base["eval_accuracy"] - m["eval_accuracy"]) if "eval_accuracy" in m and \
             "eval_accuracy" in base else None
         lines.append(
@@ -137,6 +141,9 @@ def markdown(summary: dict) -> str:
              f"{_fmt(busy, 1)} of the {machine['cores_usable']} cores busy meanwhile.", ""]
     lines += training_table(summary, "train-torch", "tl (torch)")
     lines += training_table(summary, "train-tf", "tl (tensorflow)")
+    lines += training_table(summary, "backends", "tl (torch)")
+    if "tl tf/tl torch samples/s" in summary["ratios"]:
+        lines += [f"tl on TensorFlow ÷ tl on torch, samples/s: **{summary['ratios']['tl tf/tl torch samples/s']:.2f}×**", ""]
     lines += tokenize_table(summary)
     lines += predict_table(summary)
     lines += startup_table(summary)
