@@ -419,10 +419,11 @@ def ratios(results: dict) -> dict[str, float]:
 
 
 def auto_precision() -> str:
-    """bf16 where it is fast: a GPU, or a CPU with bf16 matmul instructions; else fp32."""
-    flags = next((ln.split(":", 1)[1].split() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                  if ln.startswith("flags")), [])
-    return "bf16" if shutil.which("nvidia-smi") or {"avx512_bf16", "amx_bf16"} & set(flags) else "fp32"
+    """bf16 where it is fast: a GPU, or a CPU that computes bf16 natively (tl's own rule,
+    ``tl.training.hardware``, framework-free); else fp32."""
+    from tl.training.hardware import cpu_info
+
+    return "bf16" if shutil.which("nvidia-smi") or cpu_info().native_bf16 else "fp32"
 
 
 def machine_info() -> dict[str, Any]:
