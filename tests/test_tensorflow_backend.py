@@ -585,3 +585,32 @@ def test_importing_the_backend_changes_nothing_until_it_is_used():
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["tensorflow", "tensorflow", "None"]
     assert "cuInit" not in result.stderr and "oneDNN" not in result.stderr
+
+
+def test_graph_rewrites_are_off_for_the_step_and_back_for_the_ledger():
+    """On CPU, tl trains with Grappler's rewrites off (graph_rewrites_off), gives the user's setting back
+    inside ``restored()`` (evaluation, checkpoints) and on exit, and changes nothing where the user
+    turned them off already."""
+    import tensorflow as tf
+
+    from tl_tensorflow.runtime import graph_rewrites_off
+
+    def off() -> bool:
+        return bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+
+    assert not off()
+    with graph_rewrites_off() as restored:
+        assert off()
+        with restored():
+            assert not off()
+        assert off()
+    assert not off()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})  # the user's choice
+    try:
+        with graph_rewrites_off() as restored:
+            assert off()
+            with restored():
+                assert off()
+        assert off()
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from tl.errors import TLError
@@ -49,6 +49,48 @@ def enable_onednn() -> None:
     training step 10% faster (``bench/profile_step.py --backend tensorflow``). Read once, when
     TensorFlow is first imported."""
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+@contextlib.contextmanager
+def graph_rewrites_off() -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
+    """Grappler's graph rewrites off for the ``tf.function`` calls made inside, on a process without
+    GPUs, unless the user turned them off already (then nothing changes); restored on exit. Yields
+    ``restored()``: a context manager giving the user's setting back for the calls made inside it.
+
+    A function is optimized when first called, with the setting of that call, and the setting travels
+    with every call: toggling it back and forth reuses each function as first optimized. The training
+    step runs with the rewrites off on CPU: they took 1.3 s of MiniLM's first step (remapper, memory,
+    layout and constant-folding passes, twice over a 4,500-node step graph) and left the later steps
+    no faster (``bench/versions.py`` before/after, ``bench/profile_step.py``'s first-step row).
+    Evaluation and prediction, inside ``restored()``, keep them: their fused matmul + bias +
+    activation kernels pay at inference."""
+    import tensorflow as tf
+
+    def disable(flag: bool) -> None:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": flag})
+
+    user = bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+    active = not user and not gpus()
+
+    @contextlib.contextmanager
+    def restored() -> Iterator[None]:
+        if not active:
+            yield
+            return
+        disable(user)
+        try:
+            yield
+        finally:
+            disable(True)
+
+    if not active:
+        yield restored
+        return
+    disable(True)
+    try:
+        yield restored
+    finally:
+        disable(user)
 
 
 def select_keras_backend() -> None:

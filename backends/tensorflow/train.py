@@ -5,6 +5,7 @@ Import this module only after ``tl_tensorflow.runtime.activate()`` (``Tensorflow
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -23,7 +24,7 @@ from tl.training.oom import OomRetry, split_group
 from tl.training.resume import host_rng_state, set_host_rng_state
 from tl_tensorflow import distributed, strategies
 from tl_tensorflow.model import TensorflowModel
-from tl_tensorflow.runtime import set_threads
+from tl_tensorflow.runtime import graph_rewrites_off, set_threads
 from tl_tensorflow.weights import weight_map
 
 MAX_GRAD_NORM = 1.0
@@ -279,10 +280,12 @@ class Report(keras.callbacks.Callback):
     out-of-memory error (``tl.faults.simulated_oom``), as the step would. ``in_ledger``: the ledger's
     work (evaluation, checkpoints) is running, so an error then is not the training step's."""
 
-    def __init__(self, ledger: Ledger, first_rows: int) -> None:
+    def __init__(self, ledger: Ledger, first_rows: int,
+                 ledger_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> None:
         super().__init__()
         self.ledger = ledger
         self.first_rows = first_rows
+        self.ledger_context = ledger_context  # around the ledger's work (evaluation: graph rewrites back on)
         self.batches: list[Batch] = []
         self.per_step = 1
         self.done = 0  # steps of the current fit done
@@ -304,7 +307,8 @@ class Report(keras.callbacks.Callback):
         loss, rows = float(np.ravel(logs["loss"])[0]), int(np.ravel(logs["samples"])[0])
         self.done += 1
         self.in_ledger = True
-        self.ledger.step_done(loss, rows)
+        with self.ledger_context():
+            self.ledger.step_done(loss, rows)
         self.in_ledger = False
 
 
@@ -383,43 +387,44 @@ def train(model: TensorflowModel, train_batches: Callable[[int], Iterable[Batch]
     # grouped: one element per replica and optimizer step, a tuple of its ``accum`` micro-batches;
     # a strategy hands a process's consecutive elements to its replicas in turn
     batches = collect(train_batches, settings.epochs, ledger.micro_batches, ledger.start_epoch, ledger.skip)
-    report = Report(ledger, first_rows=-(-settings.batch_size // (accum * replicas)))
-    retry = OomRetry(callbacks.warn, replicas)  # several replicas: no retry (see OomRetry)
-    first_step = ledger.step
+    with graph_rewrites_off() as restored:  # the step graph unoptimized on CPU (see there)
+        report = Report(ledger, first_rows=-(-settings.batch_size // (accum * replicas)), ledger_context=restored)
+        retry = OomRetry(callbacks.warn, replicas)  # several replicas: no retry (see OomRetry)
+        first_step = ledger.step
 
-    def fit(part: list[Batch], group: int) -> None:
-        """Train the steps of ``part``, ``group`` micro-batches per step and replica (0: one, ungrouped)."""
-        steps = len(part) // (max(1, group) * settings.replicas)
-        report.begin(part, max(1, group) * settings.replicas)
-        if strategy is None:
-            network.fit(dataset_factory(part, group)(), epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
-                        callbacks=[report])
-            return
-        with strategy.scope():
-            network.fit(distributed.distribute(strategy, dataset_factory(part, group)), epochs=1,
-                        steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[report])
+        def fit(part: list[Batch], group: int) -> None:
+            """Train the steps of ``part``, ``group`` micro-batches per step and replica (0: one, ungrouped)."""
+            steps = len(part) // (max(1, group) * settings.replicas)
+            report.begin(part, max(1, group) * settings.replicas)
+            if strategy is None:
+                network.fit(dataset_factory(part, group)(), epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0,
+                            callbacks=[report])
+                return
+            with strategy.scope():
+                network.fit(distributed.distribute(strategy, dataset_factory(part, group)), epochs=1,
+                            steps_per_epoch=steps, shuffle=False, verbose=0, callbacks=[report])
 
-    while True:
-        done = (ledger.step - first_step) * per_step  # micro-batches trained (a failed step applied nothing)
-        try:
-            if retry.split == 1:
-                fit(batches[done:], accum if grouped else 0)
-            else:
-                for part, group in pieces_per_step(batches[done:], per_step, retry.split):
-                    fit(part, group)
-            return
-        except tf.errors.ResourceExhaustedError:
-            if report.in_ledger:  # out of memory in evaluation or a checkpoint, not in the training step
-                raise
-        # Out of memory in a step: its traced function applies the optimizer last, so the failed step
-        # changed no weight, slot or step counter, and the ledger has not counted it. Redo it and the
-        # rest with every micro-batch cut twice as finely, in grouped steps (which sum their
-        # micro-batches' gradients, pre-summed for the optimizer) from now on.
-        done = (ledger.step - first_step) * per_step
-        retry.halve(ledger.step + 1, batches[done:done + per_step])
-        if not grouped:
-            grouped = network.grouped_steps = inner.gradients_presummed = True
-            network.train_function = None  # traced for ungrouped steps: trace again
+        while True:
+            done = (ledger.step - first_step) * per_step  # micro-batches trained (a failed step applied nothing)
+            try:
+                if retry.split == 1:
+                    fit(batches[done:], accum if grouped else 0)
+                else:
+                    for part, group in pieces_per_step(batches[done:], per_step, retry.split):
+                        fit(part, group)
+                return
+            except tf.errors.ResourceExhaustedError:
+                if report.in_ledger:  # out of memory in evaluation or a checkpoint, not in the training step
+                    raise
+            # Out of memory in a step: its traced function applies the optimizer last, so the failed step
+            # changed no weight, slot or step counter, and the ledger has not counted it. Redo it and the
+            # rest with every micro-batch cut twice as finely, in grouped steps (which sum their
+            # micro-batches' gradients, pre-summed for the optimizer) from now on.
+            done = (ledger.step - first_step) * per_step
+            retry.halve(ledger.step + 1, batches[done:done + per_step])
+            if not grouped:
+                grouped = network.grouped_steps = inner.gradients_presummed = True
+                network.train_function = None  # traced for ungrouped steps: trace again
 
 
 def rng_variables(model: TensorflowModel) -> list:
