@@ -614,3 +614,26 @@ def test_graph_rewrites_are_off_for_the_step_and_back_for_the_ledger():
         assert off()
     finally:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": False})
+
+
+def test_gelu_matches_torch_value_and_gradient():
+    """tl's GELU for the TensorFlow families (erf form, derivative written out) gives torch's values and
+    gradients, in the tails as well as around zero, and in bfloat16."""
+    import tensorflow as tf
+    import torch
+
+    from tl_tensorflow.activations import gelu_exact
+
+    x = np.concatenate([np.linspace(-12, 12, 4001), [-30.0, 0.0, 30.0]]).astype(np.float32)
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.gelu(tx).backward(torch.full_like(tx, 0.5))
+    value = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(value)
+        y = gelu_exact(value)
+    grad = tape.gradient(y, value, output_gradients=tf.fill(value.shape, 0.5))
+    np.testing.assert_allclose(y.numpy(), torch.nn.functional.gelu(tx).detach().numpy(), atol=3e-6)
+    np.testing.assert_allclose(grad.numpy(), tx.grad.numpy(), atol=3e-6)
+    half = gelu_exact(tf.cast(value, tf.bfloat16))
+    assert half.dtype == tf.bfloat16
+    np.testing.assert_allclose(tf.cast(half, tf.float32).numpy(), y.numpy(), rtol=2e-2, atol=2e-2)

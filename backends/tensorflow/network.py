@@ -25,10 +25,11 @@ from tl.data.batching import IGNORE_INDEX, Batch
 from tl.errors import TLError, UsageError
 from tl.interfaces import HEAD_SEQUENCE_CLASSIFICATION, HEAD_TOKEN_CLASSIFICATION, Family
 from tl.models.hf_checkpoint import CONFIG_NAME
+from tl_tensorflow.activations import gelu_exact
 
 #: transformers' ``hidden_act`` -> the Keras activation of the feed-forward block.
 ACTIVATIONS: dict[str, Callable] = {
-    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu": gelu_exact,  # torch's erf form, its derivative written out (faster than tf.nn.gelu)
     "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: keras.activations.gelu(x, approximate=True),
     "gelu_fast": lambda x: keras.activations.gelu(x, approximate=True),
