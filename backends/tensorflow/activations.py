@@ -17,9 +17,12 @@ def gelu_exact(x: tf.Tensor):
     which Eigen does not vectorize, and is differentiated op by op: forward and backward on MiniLM's
     feed-forward activations ([32, 35, 1536], fp32, one thread) took 9.5 ms there and 6.2 ms here
     (torch's fused kernels: 2.9 ms), 20 ms of each training step over MiniLM's six layers."""
-    cdf = 0.5 * (1.0 + tf.math.erf(x * SQRT_HALF))
+    with tf.name_scope("gelu"):  # profiles group its ops by this name (bench/profile_step.py)
+        cdf = 0.5 * (1.0 + tf.math.erf(x * SQRT_HALF))
+        y = x * cdf
 
     def grad(dy: tf.Tensor) -> tf.Tensor:
-        return dy * (cdf + x * INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x)))
+        with tf.name_scope("gelu_grad"):
+            return dy * (cdf + x * INV_SQRT_2PI * tf.exp(-0.5 * tf.square(x)))
 
-    return x * cdf, grad
+    return y, grad
