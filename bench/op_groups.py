@@ -67,7 +67,7 @@ def tensorflow_groups(repeats: int) -> dict[str, float]:
     import keras
     import tensorflow as tf
 
-    from tl_tensorflow.activations import gelu_exact
+    from tl_tensorflow.network import gelu_exact
     from tl_tensorflow.train import TLAdamW
 
     hidden = tf.random.normal([BATCH, WIDTH, HIDDEN], seed=1)

@@ -622,7 +622,7 @@ def test_gelu_matches_torch_value_and_gradient():
     import tensorflow as tf
     import torch
 
-    from tl_tensorflow.activations import gelu_exact
+    from tl_tensorflow.network import gelu_exact
 
     x = np.concatenate([np.linspace(-12, 12, 4001), [-30.0, 0.0, 30.0]]).astype(np.float32)
     tx = torch.tensor(x, requires_grad=True)
