@@ -64,33 +64,31 @@ def graph_rewrites_off() -> Iterator[Callable[[], contextlib.AbstractContextMana
     no faster (``bench/versions.py`` before/after, ``bench/profile_step.py``'s first-step row).
     Evaluation and prediction, inside ``restored()``, keep them: their fused matmul + bias +
     activation kernels pay at inference."""
+    user = _meta_optimizer_is_disabled()
+    if user or gpus():
+        yield contextlib.nullcontext
+        return
+    with _meta_optimizer_disabled(True):
+        yield lambda: _meta_optimizer_disabled(user)
+
+
+@contextlib.contextmanager
+def _meta_optimizer_disabled(flag: bool) -> Iterator[None]:
+    """Grappler's meta-optimizer disabled (``flag``) or not inside; the setting before, after."""
     import tensorflow as tf
 
-    def disable(flag: bool) -> None:
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": flag})
-
-    user = bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
-    active = not user and not gpus()
-
-    @contextlib.contextmanager
-    def restored() -> Iterator[None]:
-        if not active:
-            yield
-            return
-        disable(user)
-        try:
-            yield
-        finally:
-            disable(True)
-
-    if not active:
-        yield restored
-        return
-    disable(True)
+    before = _meta_optimizer_is_disabled()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": flag})
     try:
-        yield restored
+        yield
     finally:
-        disable(user)
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
+
+
+def _meta_optimizer_is_disabled() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
 
 
 def select_keras_backend() -> None:
