@@ -69,6 +69,7 @@ class Ctx:
     n_eval: int | None
     predict_n: int
     full: bool = False
+    device: str = "cpu"  # cpu or cuda: where every run trains/predicts (cpu hides the GPUs from tl)
     tokenize_texts: int = 0
     model_dir: Path = Path()
     trainer_env: dict[str, str] = field(default_factory=dict)
@@ -101,6 +102,8 @@ def measured(ctx: Ctx, name: str, cmd: list[str], env: dict[str, str] | None = N
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
                 "OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
                 "RAYON_NUM_THREADS": threads, **(env or {})}
+    if ctx.device == "cpu":
+        full_env["CUDA_VISIBLE_DEVICES"] = ""  # tl's plan takes a visible GPU; --device cpu means none
     subprocess.run([ctx.python, str(BENCH / "measure.py"), f"{base}.json", f"{base}.out", "--", *cmd],
                    env=full_env, check=True)
     info = json.loads(Path(f"{base}.json").read_text())
@@ -173,7 +176,8 @@ def reference_cmd(ctx: Ctx, script: str, metrics: Path) -> list[str]:
     data = ctx.work / "data"
     return [ctx.python, str(BENCH / "reference" / script), "--model", str(ctx.model_dir), "--train",
             str(data / "train.jsonl"), "--eval", str(data / "eval.jsonl"), "--metrics-out", str(metrics),
-            "--precision", ctx.precision, "--threads", str(ctx.threads), "--lr", str(ctx.lr), "--seed", str(ctx.seed)]
+            "--precision", ctx.precision, "--threads", str(ctx.threads), "--lr", str(ctx.lr), "--seed", str(ctx.seed),
+            "--device", ctx.device]
 
 
 def train_sample(ctx: Ctx, name: str, cmd: list[str], metrics_path: Path, env: dict | None = None) -> dict:
@@ -244,7 +248,8 @@ def tokenize_variant(ctx: Ctx, variant: str) -> Callable[[int], dict]:
 def peak_variant(ctx: Ctx, framework: str, dtype: str) -> Callable[[int], dict]:
     def run(r: int) -> dict:
         cmd = [ctx.python, str(BENCH / "flops.py"), "peak", "--framework", framework, "--dtype", dtype,
-               "--threads", str(ctx.threads), "--sizes", "2048", "4096", "--repeats", "5"]
+               "--threads", str(ctx.threads), "--device", ctx.device, "--repeats", "5",
+               "--sizes", *(("4096", "8192") if ctx.device == "cuda" else ("2048", "4096"))]
         info, out = measured(ctx, f"peak {framework} {dtype}", cmd)
         return {**json.loads(out.strip().splitlines()[-1]), "others_cores": info["others_cores"]}
 
@@ -254,8 +259,8 @@ def peak_variant(ctx: Ctx, framework: str, dtype: str) -> Callable[[int], dict]:
 def ensure_predict_model(ctx: Ctx) -> Path:
     if ctx.predict_model is None:  # train-torch did not run: make the model once, unmeasured
         out = ctx.work / "run-predict-model"
-        subprocess.run(tl_train_cmd(ctx, "torch", out), check=True, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"CUDA_VISIBLE_DEVICES": ""} if ctx.device == "cpu" else {})}
+        subprocess.run(tl_train_cmd(ctx, "torch", out), check=True, stdout=subprocess.DEVNULL, env=env)
         ctx.predict_model = out / "model"
     return ctx.predict_model
 
@@ -272,7 +277,7 @@ def predict_variant(ctx: Ctx, name: str) -> Callable[[int], dict]:
                     "--precision", ctx.precision, "--threads", str(ctx.threads)]
         batch = ["--batch-size", "64"] if "64" in name else []
         return [ctx.python, str(BENCH / "reference" / "hf_pipeline.py"), "--model", model, "--input", str(path), *batch,
-                "--precision", ctx.precision, "--threads", str(ctx.threads)]
+                "--precision", ctx.precision, "--threads", str(ctx.threads), "--device", ctx.device]
 
     def run(r: int) -> dict:
         n = ctx.predict_n
@@ -305,7 +310,13 @@ def startup_variant(ctx: Ctx, args: list[str]) -> Callable[[int], dict]:
     return run
 
 
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def variants(ctx: Ctx, section: str) -> dict[str, Callable[[int], dict]]:
+    """The runs of one section; those of a framework this environment lacks (a GPU machine with torch
+    alone, say) are left out rather than recorded as failures."""
     if section == "train-torch":
         return {"tl (torch)": tl_train(ctx, "torch"),
                 "transformers Trainer": reference_train(ctx, "transformers Trainer", "hf_trainer.py"),
@@ -318,10 +329,11 @@ def variants(ctx: Ctx, section: str) -> dict[str, Callable[[int], dict]]:
     if section == "tokenize":
         return {f"tokenize {v}": tokenize_variant(ctx, v) for v in ("tl", "hf-loop", "hf-batch", "kerashub")}
     if section == "peak":
-        return {f"{fw} {ctx.precision}": peak_variant(ctx, fw, ctx.precision) for fw in ("torch", "tensorflow")}
+        return {f"{fw} {ctx.precision}": peak_variant(ctx, fw, ctx.precision) for fw in ("torch", "tensorflow")
+                if installed(fw)}
     if section == "predict":
-        return {n: predict_variant(ctx, n) for n in ("tl predict (torch)", "tl predict (tensorflow)",
-                                                      "pipeline (batch 1)", "pipeline (batch 64)")}
+        names = ("tl predict (torch)", "tl predict (tensorflow)", "pipeline (batch 1)", "pipeline (batch 64)")
+        return {n: predict_variant(ctx, n) for n in names if installed("tensorflow") or "tensorflow" not in n}
     return {"tl --help": startup_variant(ctx, ["--help"]), "tl plugins": startup_variant(ctx, ["plugins"])}
 
 
@@ -418,12 +430,30 @@ def ratios(results: dict) -> dict[str, float]:
     return out
 
 
-def auto_precision() -> str:
+def auto_device() -> str:
+    """cuda where torch sees a CUDA GPU (asked in a child process, so this one stays framework-free), else cpu."""
+    if not shutil.which("nvidia-smi") or not installed("torch"):
+        return "cpu"
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.is_available())"],
+                         capture_output=True, text=True)
+    return "cuda" if out.stdout.strip() == "True" else "cpu"
+
+
+def auto_precision(device: str) -> str:
     """bf16 where it is fast: a GPU, or a CPU that computes bf16 natively (tl's own rule,
     ``tl.training.hardware``, framework-free); else fp32."""
     from tl.training.hardware import cpu_info
 
-    return "bf16" if shutil.which("nvidia-smi") or cpu_info().native_bf16 else "fp32"
+    return "bf16" if device == "cuda" or cpu_info().native_bf16 else "fp32"
+
+
+def gpu_info() -> list[str]:
+    """``nvidia-smi``'s name, memory and driver of each GPU (empty without one)."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                         capture_output=True, text=True)
+    return [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
 
 
 def machine_info() -> dict[str, Any]:
@@ -445,6 +475,7 @@ def machine_info() -> dict[str, Any]:
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "core", "backends", "plugins"], cwd=ROOT,
                            capture_output=True, text=True).stdout.split("\n")
     return {"cpu": cpu, "cores_usable": len(os.sched_getaffinity(0)), "memory_gib": round(mem / 2**20, 1),
+            "gpus": gpu_info(),
             "cpu_features": [f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f"))],
             "platform": platform.platform(), "python": platform.python_version(), "versions": versions,
             "git_commit": git, "uncommitted_changes": [d.strip() for d in dirty if d.strip()]}
@@ -457,8 +488,10 @@ def main() -> None:
     p.add_argument("--eval-samples", type=int, default=500, help="held-out examples scored (default 500)")
     p.add_argument("--full", action="store_true", help="the whole training split (1 epoch) and held-out split")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                   help="auto: bf16 on a CPU with AVX-512 BF16 or AMX (or a GPU), else fp32")
+                   help="auto: bf16 on a GPU or a CPU with AVX-512 BF16 or AMX, else fp32")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where every run computes; auto: cuda where torch sees a CUDA GPU, else cpu")
     p.add_argument("--predict-texts", type=int, default=1000, help="N for the N / 2N prediction runs")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS))
     p.add_argument("--out", type=Path, default=BENCH / "results")
@@ -467,8 +500,10 @@ def main() -> None:
                    help="add this to the scheduling priority of every run (e.g. -10, as root, on a shared machine)")
     p.add_argument("--keep-work", action="store_true", help="keep run logs and data under OUT/work")
     a = p.parse_args()
+    if a.device == "auto":
+        a.device = auto_device()
     if a.precision == "auto":
-        a.precision = auto_precision()
+        a.precision = auto_precision(a.device)
     if a.nice:
         os.nice(a.nice)  # inherited by every run
     work = a.out / f"work-{a.name}"
@@ -476,7 +511,7 @@ def main() -> None:
     work.mkdir(parents=True)
     ctx = Ctx(work=work, threads=a.threads, precision=a.precision, lr=1e-4, seed=0,
               n_train=None if a.full else 32 * a.steps, n_eval=None if a.full else a.eval_samples,
-              predict_n=a.predict_texts, full=a.full)
+              predict_n=a.predict_texts, full=a.full, device=a.device)
     t_start = time.time()
     load_before = os.getloadavg()
     export_data(ctx)
@@ -506,7 +541,7 @@ def main() -> None:
     summary = {
         "settings": {"model": "minilm", "model_dir": str(ctx.model_dir), "dataset": "rotten_tomatoes",
                      "max_length": 128, "batch_size": 32, "lr": ctx.lr, "warmup_ratio": 0.1, "weight_decay": 0.01,
-                     "seed": ctx.seed, "precision": ctx.precision, "threads": ctx.threads, "repeats": a.repeats,
+                     "seed": ctx.seed, "precision": ctx.precision, "device": ctx.device, "threads": ctx.threads, "repeats": a.repeats,
                      "niceness": os.getpriority(os.PRIO_PROCESS, 0),
                      "train_samples": ctx.n_train, "eval_samples": ctx.n_eval,
                      "steps": -(-ctx.n_train // 32), "full": a.full, "predict_texts": [ctx.predict_n, 2 * ctx.predict_n],

@@ -2,7 +2,7 @@
 training FLOPs of a BERT classifier.
 
     python bench/flops.py peak --framework torch|tensorflow --dtype fp32|bf16 [--sizes 2048 4096]
-                               [--repeats 5] [--threads N]
+                               [--repeats 5] [--threads N] [--device cpu|cuda]
 
 prints, as JSON, the achieved FLOP/s of square matmuls (2·n³ FLOPs each) timed with the framework
 itself: one warm-up call, then ``--repeats`` timed calls per size; the peak is the best size's median.
@@ -66,25 +66,33 @@ def tl_batches(model_dir: str | Path, texts: Sequence[str], batch_size: int, max
     return batches, [int(n) for n in encoded.lengths]
 
 
-def _time_torch(n: int, dtype: str, repeats: int, threads: int | None) -> list[float]:
+def _time_torch(n: int, dtype: str, repeats: int, threads: int | None, device: str = "cpu") -> list[float]:
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     dt = torch.bfloat16 if dtype == "bf16" else torch.float32
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(dt)
-    b = torch.randn(n, n, generator=gen).to(dt)
-    torch.matmul(a, b)  # warm-up
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dt)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dt)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(3 if device == "cuda" else 1):  # warm-up (and, on a GPU, clocks up)
+        torch.matmul(a, b)
+    sync()
     out = []
     for _ in range(repeats):
         t = time.perf_counter()
         torch.matmul(a, b)
+        sync()
         out.append(time.perf_counter() - t)
     return out
 
 
-def _time_tensorflow(n: int, dtype: str, repeats: int, threads: int | None) -> list[float]:
+def _time_tensorflow(n: int, dtype: str, repeats: int, threads: int | None, device: str = "cpu") -> list[float]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -107,15 +115,16 @@ def _time_tensorflow(n: int, dtype: str, repeats: int, threads: int | None) -> l
     return out
 
 
-def measure_peak(framework: str, dtype: str, sizes: Sequence[int], repeats: int, threads: int | None) -> dict:
+def measure_peak(framework: str, dtype: str, sizes: Sequence[int], repeats: int, threads: int | None,
+                 device: str = "cpu") -> dict:
     timer = _time_torch if framework == "torch" else _time_tensorflow
     per_size = {}
     for n in sizes:
-        seconds = timer(n, dtype, repeats, threads)
+        seconds = timer(n, dtype, repeats, threads, device)
         flops = [2.0 * n**3 / s for s in seconds]
         per_size[str(n)] = {"seconds": seconds, "flops": flops, "median_flops": statistics.median(flops)}
     best = max(per_size, key=lambda k: per_size[k]["median_flops"])
-    return {"framework": framework, "dtype": dtype, "threads": threads, "sizes": per_size, "best_size": int(best),
+    return {"framework": framework, "dtype": dtype, "device": device, "threads": threads, "sizes": per_size, "best_size": int(best),
             "peak_flops": per_size[best]["median_flops"]}
 
 
@@ -128,8 +137,10 @@ def main() -> None:
     peak.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096])
     peak.add_argument("--repeats", type=int, default=5)
     peak.add_argument("--threads", type=int)
+    peak.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                      help="cuda: torch on the GPU (TensorFlow places on a visible GPU by itself)")
     a = p.parse_args()
-    print(json.dumps(measure_peak(a.framework, a.dtype, a.sizes, a.repeats, a.threads)))
+    print(json.dumps(measure_peak(a.framework, a.dtype, a.sizes, a.repeats, a.threads, a.device)))
 
 
 if __name__ == "__main__":

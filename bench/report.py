@@ -115,7 +115,9 @@ def peak_table(summary: dict) -> list[str]:
     vs = _variants(summary, "peak")
     if not vs:
         return []
-    lines = ["**Dense GEMM peak** (square matmuls 2048 and 4096, best size's median, "
+    device = summary["settings"].get("device", "cpu")
+    sizes = "4096 and 8192" if device == "cuda" else "2048 and 4096"  # compare.py's peak_variant
+    lines = [f"**Dense GEMM peak** (square matmuls {sizes}, best size's median, on {device}, "
              f"{summary['settings']['threads']} threads), the denominators of MFU:", "",
              "| framework | fp32 GFLOP/s | bf16 GFLOP/s |", "|---|---|---|"]
     for fw in ("torch", "tensorflow"):

@@ -1,7 +1,7 @@
 """Reference: the "classic recipe" data path, as in many BERT fine-tuning tutorials.
 
     python bench/reference/classic_padded.py --model DIR --train train.jsonl --eval eval.jsonl \
-        --metrics-out metrics.json [--precision bf16|fp32] [--threads N] [--lr 1e-4] [--seed 0]
+        --metrics-out metrics.json [--precision bf16|fp32] [--threads N] [--device cpu|cuda] [--lr 1e-4] [--seed 0]
 
 Every text is encoded one at a time in a Python loop with the transformers tokenizer and padded to
 ``max_length`` (128), the tensors go into a ``TensorDataset`` and a shuffling ``DataLoader``, and a plain
@@ -51,7 +51,8 @@ def main() -> None:
     loader = DataLoader(TensorDataset(*train_x, train_y), batch_size=a.batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(a.seed))
 
-    model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=len(names))
+    device = torch.device(a.device)
+    model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=len(names)).to(device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
@@ -61,13 +62,14 @@ def main() -> None:
 
     def autocast():
         if a.precision == "bf16":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     first_step = None
     t0 = time.perf_counter()
     model.train()
-    for ids, mask, types, y in loader:
+    for batch in loader:
+        ids, mask, types, y = (t.to(device, non_blocking=True) for t in batch)
         with autocast():
             loss = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=y).loss
         loss.backward()
@@ -76,16 +78,20 @@ def main() -> None:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if first_step is None:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             first_step = time.time()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     runtime = time.perf_counter() - t0
 
     model.eval()
     outs = []
     with torch.inference_mode(), autocast():
         for i in range(0, len(eval_texts), 64):
-            outs.append(model(input_ids=eval_x[0][i:i + 64], attention_mask=eval_x[1][i:i + 64],
-                              token_type_ids=eval_x[2][i:i + 64]).logits.float())
-    logits = torch.cat(outs).double().numpy()
+            outs.append(model(input_ids=eval_x[0][i:i + 64].to(device), attention_mask=eval_x[1][i:i + 64].to(device),
+                              token_type_ids=eval_x[2][i:i + 64].to(device)).logits.float())
+    logits = torch.cat(outs).double().cpu().numpy()
     metrics = {
         "train_runtime_s": round(runtime, 3),
         "train_samples_per_second": round(len(train_texts) / runtime, 2),

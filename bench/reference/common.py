@@ -11,7 +11,7 @@ import numpy as np
 
 
 def arguments(doc: str) -> argparse.Namespace:
-    """``--model DIR --train F --eval F --metrics-out F [--precision] [--threads] [--batch-size]
+    """``--model DIR --train F --eval F --metrics-out F [--precision] [--threads] [--device] [--batch-size]
     [--max-length] [--lr] [--seed]``, with the settings tl's recipe uses as defaults."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True)
@@ -20,6 +20,7 @@ def arguments(doc: str) -> argparse.Namespace:
     p.add_argument("--metrics-out", type=Path, required=True)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--threads", type=int)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-4)

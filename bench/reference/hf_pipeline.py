@@ -30,15 +30,16 @@ def main() -> None:
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--threads", type=int)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--out", type=Path)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     texts = [ln for ln in a.input.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    classify = pipeline("text-classification", model=str(a.model), device="cpu")
+    classify = pipeline("text-classification", model=str(a.model), device=a.device)
     t0 = time.perf_counter()
     kwargs = {"batch_size": a.batch_size} if a.batch_size else {}
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if a.precision == "bf16" else contextlib.nullcontext())
+    autocast = (torch.autocast(a.device, dtype=torch.bfloat16) if a.precision == "bf16" else contextlib.nullcontext())
     with autocast:
         preds = classify(texts, truncation=True, max_length=a.max_length, **kwargs)
     seconds = time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """Reference: fine-tune with a plain ``transformers.Trainer`` script, as its documentation shows.
 
     python bench/reference/hf_trainer.py --model DIR --train train.jsonl --eval eval.jsonl \
-        --metrics-out metrics.json [--precision bf16|fp32] [--threads N] [--lr 1e-4] [--seed 0]
+        --metrics-out metrics.json [--precision bf16|fp32] [--threads N] [--device cpu|cuda] [--lr 1e-4] [--seed 0]
 
 Trainer's documented defaults for dynamic padding: ``DataCollatorWithPadding`` (each batch padded to
 its longest row), random batches (``train_sampling_strategy="random"``, i.e. no length grouping: a user
@@ -84,7 +84,7 @@ def main() -> None:
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=64,
             num_train_epochs=1, learning_rate=a.lr, weight_decay=0.01, warmup_steps=0.1, lr_scheduler_type="linear",
-            max_grad_norm=1.0, bf16=a.precision == "bf16", use_cpu=True, seed=a.seed, save_strategy="no",
+            max_grad_norm=1.0, bf16=a.precision == "bf16", use_cpu=a.device == "cpu", seed=a.seed, save_strategy="no",
             eval_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
         )
         trainer = Trainer(model=model, args=args, train_dataset=rows(train_enc, train_labels),
