@@ -116,3 +116,48 @@ def _describe(entry) -> str:
         key, found, expected = entry
         return f"{key} {tuple(found)} (config.json implies {tuple(expected)})"
     return str(entry)
+
+
+class _UniformMask(torch.autograd.Function):
+    """``x`` times a keep mask scaled by ``1 / (1 - p)``; the mask drawn as ``rand >= p`` (one uniform
+    fill) instead of ``bernoulli_``, which on the CPU costs twice as much: forward + backward at MiniLM's
+    [32, 35, 384], 2.4 against 4.0 ms at one thread. The same distribution, from torch's seeded generator."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        mask = torch.rand(x.shape, device=x.device).ge_(p).mul_(1.0 / (1.0 - p))
+        if mask.dtype != x.dtype:  # bf16 autocast: compared in fp32, applied in the activation's dtype
+            mask = mask.to(x.dtype)
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None
+
+
+class UniformMaskDropout(torch.nn.Dropout):
+    """``torch.nn.Dropout`` (the same ``p``, identity in eval mode) whose training mask is a uniform fill."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p >= 1.0:
+            return torch.zeros_like(x)
+        return _UniformMask.apply(x, self.p)
+
+
+def cpu_dropout(module: torch.nn.Module) -> int:
+    """Replace every plain ``torch.nn.Dropout`` in ``module`` by ``UniformMaskDropout`` (for training on
+    the CPU; CUDA's fused dropout kernel is already one pass); returns how many were replaced. No
+    weights change: saved models and their state dicts are the same."""
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Dropout:
+                new = UniformMaskDropout(child.p, child.inplace)
+                new.train(child.training)
+                setattr(parent, name, new)
+                replaced += 1
+    return replaced
