@@ -15,8 +15,7 @@ calls), at the shapes of MiniLM-L6-H384 with batches of 32 and the quick-start's
   ``gelu_exact`` (what tl's TensorFlow families run) and ``torch.nn.functional.gelu``;
 - dropout, p = 0.1, over [32, 35, 384] (13 per step: embeddings, each layer's attention output and
   feed-forward output) and over the attention probabilities [32, 12, 35, 35] (6 per step): Keras'
-  ``Dropout`` against tl's CPU dropout (``tl_torch.network.UniformMaskDropout``, what tl's torch step runs
-  on a CPU) and ``torch.nn.functional.dropout`` (torch's own; the attention probabilities' dropout);
+  ``Dropout`` against ``torch.nn.functional.dropout``;
 - the AdamW step over MiniLM's 22.6M parameters (its real variable shapes, decay on the matrices):
   tl's ``TLAdamW`` (``apply`` in a ``tf.function``) against ``torch.optim.AdamW(fused=True)``.
 
@@ -110,8 +109,6 @@ def tensorflow_groups(repeats: int) -> dict[str, float]:
 def torch_groups(repeats: int) -> dict[str, float]:
     import torch
 
-    from tl_torch.network import UniformMaskDropout
-
     torch.manual_seed(0)
 
     def backward(layer: Callable, shape: tuple[int, ...]) -> Callable[[], object]:
@@ -128,11 +125,8 @@ def torch_groups(repeats: int) -> dict[str, float]:
     out = {
         "layer norm": timed(backward(norm, (BATCH, WIDTH, HIDDEN)), repeats),
         "gelu": timed(backward(torch.nn.functional.gelu, (BATCH, WIDTH, FFN)), repeats),
-        # tl trains on the CPU with its uniform-fill dropout (tl_torch.network.cpu_dropout); the attention
-        # probabilities' dropout happens inside scaled_dot_product_attention, torch's own
-        "dropout": timed(backward(UniformMaskDropout(0.1).train(), (BATCH, WIDTH, HIDDEN)), repeats),
-        "dropout (F.dropout)": timed(backward(lambda x: torch.nn.functional.dropout(x, 0.1, True),
-                                              (BATCH, WIDTH, HIDDEN)), repeats),
+        "dropout": timed(backward(lambda x: torch.nn.functional.dropout(x, 0.1, True), (BATCH, WIDTH, HIDDEN)),
+                         repeats),
         "dropout (attention probabilities)": timed(
             backward(lambda x: torch.nn.functional.dropout(x, 0.1, True), (BATCH, HEADS, WIDTH, WIDTH)), repeats),
     }
@@ -171,9 +165,6 @@ def table(result: dict) -> str:
     lines.append(f"| gelu, TensorFlow's `tf.nn.gelu` (before tl's) | {tf_ms['gelu (tf.nn.gelu)']:.2f} | "
                  f"{torch_ms['gelu']:.2f} | {tf_ms['gelu (tf.nn.gelu)'] / torch_ms['gelu']:.2f}× | 6 | "
                  f"{(tf_ms['gelu (tf.nn.gelu)'] - torch_ms['gelu']) * 6:+.1f} |")
-    lines.append(f"| dropout, torch's `F.dropout` (before tl's CPU mask) | {tf_ms['dropout']:.2f} | "
-                 f"{torch_ms['dropout (F.dropout)']:.2f} | {tf_ms['dropout'] / torch_ms['dropout (F.dropout)']:.2f}× | "
-                 f"13 | {(tf_ms['dropout'] - torch_ms['dropout (F.dropout)']) * 13:+.1f} |")
     lines += ["", f"Sum of the gaps per step: **{result['gap_per_step_ms']:+.1f} ms**."]
     return "\n".join(lines) + "\n"
 

@@ -91,39 +91,3 @@ def test_separate_eval_file_and_integer_labels(registry, tmp_path, tiny_checkpoi
     m = result.metrics
     assert (m["num_train_samples"], m["num_eval_samples"]) == (160, 40)
     assert m["labels"] == ["0", "1"] and set(m["eval_per_class"]) == {"0", "1"}
-
-
-def test_cpu_dropout_is_dropout(tiny_checkpoint):
-    """The torch backend's CPU dropout (a uniform fill instead of bernoulli_): the same keep rate and
-    scale, the mask's gradient, identity in eval mode, seeded masks; swapped into a model it replaces
-    every nn.Dropout and changes no weight and no eval output."""
-    torch = pytest.importorskip("torch")
-    from tl.interfaces import HeadSpec
-    from tl_torch.network import UniformMaskDropout, build_module, cpu_dropout
-
-    drop = UniformMaskDropout(0.1).train()
-    x = torch.ones(2000, 500, requires_grad=True)
-    torch.manual_seed(0)
-    y = drop(x)
-    kept = y.detach() != 0
-    assert abs(kept.float().mean().item() - 0.9) < 3e-3  # 10^6 draws: 10 standard deviations
-    assert torch.allclose(y.detach()[kept], torch.full_like(y.detach()[kept], 1 / 0.9))
-    y.sum().backward()
-    assert torch.equal(x.grad, y.detach())  # d(sum)/dx is the scaled mask itself
-    torch.manual_seed(0)
-    assert torch.equal(drop(x).detach(), y.detach())  # torch's seeded generator: the same mask again
-    assert drop(x.detach().bfloat16()).dtype == torch.bfloat16
-    assert drop.eval()(x) is x
-
-    module = build_module(tiny_checkpoint, HeadSpec("sequence_classification", ("negative", "positive")),
-                          init="pretrained", seed=0).eval()
-    before = sum(type(m) is torch.nn.Dropout for m in module.modules())
-    ids = torch.tensor([[2, 5, 6, 7, 3]])
-    with torch.no_grad():
-        logits = module(input_ids=ids).logits
-    keys = set(module.state_dict())
-    assert before > 0 and cpu_dropout(module) == before
-    assert not any(type(m) is torch.nn.Dropout for m in module.modules())
-    assert set(module.state_dict()) == keys
-    with torch.no_grad():
-        assert torch.equal(module(input_ids=ids).logits, logits)

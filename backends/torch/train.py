@@ -23,7 +23,6 @@ from tl.training.schedule import linear_schedule
 from tl_torch import strategies
 from tl_torch.distributed import all_reduce_sum, ddp, join_process_group
 from tl_torch.model import TorchModel, summed_loss, to_inputs
-from tl_torch.network import cpu_dropout
 from tl_torch.runtime import set_threads
 
 MAX_GRAD_NORM = 1.0
@@ -63,8 +62,6 @@ def train(model: TorchModel, train_batches: Callable[[int], Iterable[Batch]], st
     strategy = settings.strategy
     model.strategy = strategy
     model.module = strategies.prepare(model.module, strategy).to(model.device)
-    if model.device.type == "cpu":  # dropout masks from a uniform fill: half the cost of bernoulli_ there
-        cpu_dropout(model.module)
     module = model.module
     dev = model.device
     world = settings.world_size
