@@ -502,6 +502,8 @@ def main() -> None:
     a = p.parse_args()
     if a.device == "auto":
         a.device = auto_device()
+    elif a.device == "cuda" and auto_device() != "cuda":
+        p.error("--device cuda: torch sees no CUDA GPU here (use --device cpu or auto)")
     if a.precision == "auto":
         a.precision = auto_precision(a.device)
     if a.nice:
