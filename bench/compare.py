@@ -87,6 +87,11 @@ class Ctx:
     def tl(self) -> str:
         return str(Path(sys.executable).parent / "tl")
 
+    def device_env(self) -> dict[str, str]:
+        """What every run's environment adds for ``device``: none of the GPUs for cpu (tl's plan takes a
+        visible one)."""
+        return {"CUDA_VISIBLE_DEVICES": ""} if self.device == "cpu" else {}
+
 
 class RunFailed(RuntimeError):
     pass
@@ -101,9 +106,7 @@ def measured(ctx: Ctx, name: str, cmd: list[str], env: dict[str, str] | None = N
     threads = str(ctx.threads)  # also for what has no thread option (tl predict, the pipeline, tokenizers)
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
                 "OMP_NUM_THREADS": threads, "TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
-                "RAYON_NUM_THREADS": threads, **(env or {})}
-    if ctx.device == "cpu":
-        full_env["CUDA_VISIBLE_DEVICES"] = ""  # tl's plan takes a visible GPU; --device cpu means none
+                "RAYON_NUM_THREADS": threads, **ctx.device_env(), **(env or {})}
     subprocess.run([ctx.python, str(BENCH / "measure.py"), f"{base}.json", f"{base}.out", "--", *cmd],
                    env=full_env, check=True)
     info = json.loads(Path(f"{base}.json").read_text())
@@ -259,8 +262,8 @@ def peak_variant(ctx: Ctx, framework: str, dtype: str) -> Callable[[int], dict]:
 def ensure_predict_model(ctx: Ctx) -> Path:
     if ctx.predict_model is None:  # train-torch did not run: make the model once, unmeasured
         out = ctx.work / "run-predict-model"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"CUDA_VISIBLE_DEVICES": ""} if ctx.device == "cpu" else {})}
-        subprocess.run(tl_train_cmd(ctx, "torch", out), check=True, stdout=subprocess.DEVNULL, env=env)
+        subprocess.run(tl_train_cmd(ctx, "torch", out), check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1", **ctx.device_env()})
         ctx.predict_model = out / "model"
     return ctx.predict_model
 

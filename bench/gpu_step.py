@@ -31,32 +31,22 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import workload  # noqa: E402
+from workload import train_timed  # noqa: E402
+
 PRECISIONS = ("fp32", "bf16")
 VARIANTS = ("tl loop", "bare loop, loss read each step", "bare loop, no host read")
 
 
 def prepare(a: argparse.Namespace):
-    from tl.assets.resolve import resolve_model
-    from tl.cli.common import load_registry
-    from tl.data.batching import train_order
-    from tl.data.loading import load_splits
-    from tl.data.tokenization import Tokenizer
-    from tl.models.inference import encode, label_ids
     from tl.plugins.registry import get_backend
-    from tl.training.config import RunConfig
 
-    registry, _ = load_registry()
-    model_dir = Path(a.model) if Path(a.model).is_dir() else resolve_model(a.model, registry)[0]
-    n = 32 * (a.warmup + a.steps)
-    splits = load_splits(RunConfig(dataset="rotten_tomatoes", text_column="text", label_column="label",
-                                   max_train_samples=n), registry)
-    labels = tuple(sorted(set(splits.train.labels)))
-    tokenizer = Tokenizer.from_dir(model_dir)
-    encoded = encode(tokenizer, splits.train.texts, None, 128, label_ids(splits.train.labels, labels))
-    batches = [encoded.collate(rows) for rows in train_order(encoded.lengths, 32, 0, 0)]
-    backend = get_backend(registry, "torch")
+    work = workload.rotten_tomatoes(a.model, 32 * (a.warmup + a.steps))
+    backend = get_backend(work.registry, "torch")
     backend.configure(a.threads, device=a.device)
-    return model_dir, labels, tokenizer, batches, backend
+    return work.model_dir, work.labels, work.tokenizer, work.batches(), backend
 
 
 def fresh_model(a, backend, model_dir, labels, tokenizer):
@@ -74,21 +64,8 @@ def settings_for(a, precision: str):
 
 
 def tl_loop(a, backend, model, batches, precision: str, on_step=None) -> list[float]:
-    """Per-step wall seconds of tl's loop (tl reads the loss each step, so each step has finished)."""
-    from tl.interfaces import TrainCallbacks
-
-    times: list[float] = []
-    clock = {"t": time.perf_counter()}
-
-    def step_done(step: int, loss: float, rows: int) -> None:
-        times.append(time.perf_counter() - clock["t"])
-        if on_step:
-            on_step(step)
-        clock["t"] = time.perf_counter()
-
-    backend.train(model, lambda epoch: iter(batches), len(batches), settings_for(a, precision),
-                  TrainCallbacks(on_step=step_done))
-    return times[a.warmup:]
+    """Per-step wall seconds of tl's loop after ``--warmup`` steps."""
+    return train_timed(backend, model, batches, settings_for(a, precision), on_step)[a.warmup:]
 
 
 def bare_loop(a, model, batches, precision: str, read_each_step: bool) -> float:

@@ -33,6 +33,9 @@ from pathlib import Path
 import numpy as np
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import workload  # noqa: E402
 
 
 def pack(lengths: list[int], width: int) -> list[list[int]]:
@@ -110,25 +113,10 @@ def main() -> None:
     import transformers
     from transformers import AutoModelForSequenceClassification
 
-    from tl.assets.resolve import resolve_model
-    from tl.cli.common import load_registry
-    from tl.data.batching import train_order
-    from tl.data.loading import load_splits
-    from tl.data.tokenization import Tokenizer
-    from tl.models.inference import encode, label_ids
-    from tl.training.config import RunConfig
-
     torch.set_num_threads(a.threads)
-    registry, _ = load_registry()
-    model_dir, _ = resolve_model("minilm", registry)
-    n = 32 * (a.warmup + a.steps)
-    splits = load_splits(RunConfig(dataset="rotten_tomatoes", text_column="text", label_column="label",
-                                   max_train_samples=n), registry)
-    names = tuple(sorted(set(splits.train.labels)))
-    tokenizer = Tokenizer.from_dir(model_dir)
-    encoded = encode(tokenizer, splits.train.texts, None, 128, label_ids(splits.train.labels, names))
-    order = train_order(encoded.lengths, 32, 0, 0)
-    padded = [encoded.collate(rows) for rows in order]
+    work = workload.rotten_tomatoes("minilm", 32 * (a.warmup + a.steps))
+    model_dir, names, encoded, order = work.model_dir, work.labels, work.encoded, work.order
+    padded = work.batches()
     pad_id = encoded.pad_id
     steps: dict[str, list] = {"padded": [(b, torch.from_numpy(b.labels).long()) for b in padded]}
     for w in a.widths:

@@ -30,10 +30,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import workload  # noqa: E402
+from workload import train_timed  # noqa: E402
+
 BACKENDS = ("torch", "tensorflow")
 
 #: Group order in the tables.
@@ -109,52 +113,21 @@ def tf_group(scope: str, op_type: str) -> str:
 
 
 def prepare(a: argparse.Namespace):
-    """The registry, MiniLM's directory, the recorded run's batches and settings, and the backend."""
-    from tl.assets.resolve import resolve_model
-    from tl.cli.common import load_registry
-    from tl.data.batching import train_order
-    from tl.data.loading import load_splits
-    from tl.data.tokenization import Tokenizer
+    """MiniLM's directory, the recorded run's batches and settings, the backend and the model."""
     from tl.interfaces import HeadSpec
-    from tl.models.inference import encode, label_ids
     from tl.plugins.registry import get_backend
-    from tl.training.config import RunConfig, TrainSettings
+    from tl.training.config import TrainSettings
 
-    registry, _ = load_registry()
-    model_dir, _ = resolve_model("minilm", registry)
-    n = 32 * (1 + a.warmup + a.steps)
-    splits = load_splits(RunConfig(dataset="rotten_tomatoes", text_column="text", label_column="label",
-                                   max_train_samples=n), registry)
-    labels = tuple(sorted(set(splits.train.labels)))
-    tokenizer = Tokenizer.from_dir(model_dir)
-    encoded = encode(tokenizer, splits.train.texts, None, 128, label_ids(splits.train.labels, labels))
-    batches = [encoded.collate(rows) for rows in train_order(encoded.lengths, 32, 0, 0)]
-    backend = get_backend(registry, a.backend)
+    work = workload.rotten_tomatoes("minilm", 32 * (1 + a.warmup + a.steps))
+    batches = work.batches()
+    backend = get_backend(work.registry, a.backend)
     if a.backend == "tensorflow":
         backend.configure(a.threads)
-    model = backend.build_model(model_dir, HeadSpec("sequence_classification", labels), tokenizer,
+    model = backend.build_model(work.model_dir, HeadSpec("sequence_classification", work.labels), work.tokenizer,
                                 init="pretrained", seed=0, info={})
     settings = TrainSettings(epochs=1, batch_size=32, lr=1e-4, weight_decay=0.01, warmup_ratio=0.1, seed=0,
                              precision=a.precision, threads=a.threads)
-    return model_dir, batches, backend, model, settings
-
-
-def train_timed(backend, model, batches, settings, on_step=None) -> list[float]:
-    """Every step's wall time (the first from the call to ``train``), ``on_step(step)`` after each."""
-    from tl.interfaces import TrainCallbacks
-
-    times: list[float] = []
-    clock = {"t": time.perf_counter()}
-
-    def step_done(step: int, loss: float, rows: int) -> None:
-        now = time.perf_counter()
-        times.append(now - clock["t"])
-        if on_step:
-            on_step(step)
-        clock["t"] = time.perf_counter()  # the profiler's own start/stop is not the step's
-
-    backend.train(model, lambda epoch: iter(batches), len(batches), settings, TrainCallbacks(on_step=step_done))
-    return times
+    return work.model_dir, batches, backend, model, settings
 
 
 def profile_torch(a, backend, model, batches, settings) -> tuple[list[float], dict[str, dict], dict]:
@@ -216,7 +189,6 @@ def profile_tensorflow(a, backend, model, batches, settings) -> tuple[list[float
 
 
 def run_one(a: argparse.Namespace) -> dict:
-    sys.path.insert(0, str(BENCH))
     import flops
 
     model_dir, batches, backend, model, settings = prepare(a)
